@@ -1,0 +1,495 @@
+/**
+ * Deployment configuration: one YAML file per deployment, every key overridable by a `KVFABRIC_*`
+ * environment variable, every value validated against one table of keys (KEYS below), which is
+ * also what `describeConfig()` and docs/operations.md are generated from.
+ *
+ * Precedence, lowest to highest: built-in defaults < YAML file < environment < programmatic
+ * overrides (CLI flags). Validation collects every problem before throwing, so an operator fixes
+ * a config in one pass instead of one error per restart.
+ */
+import { readFileSync } from 'node:fs';
+import { parseDocument, stringify } from 'yaml';
+import { KvfError } from './errors.js';
+import {
+  describeKind,
+  envNameFor,
+  formatDefault,
+  formatGot,
+  parseEnvValue,
+  parseValue,
+  type KeySpec,
+} from './config-keys.js';
+
+export { envNameFor, formatSize, parseSize } from './config-keys.js';
+
+export type ArenaKind = 'auto' | 'host' | 'cuda';
+export type ConfigLogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface KvfConfig {
+  cluster: { name: string };
+  nats: {
+    servers: string[];
+    user?: string;
+    pass?: string;
+    token?: string;
+    tls: boolean;
+    requestTimeoutMs: number;
+  };
+  redis: { url: string; keyPrefix: string; indexTtlSeconds: number; password?: string };
+  partition: { layerGroups: number; seqBuckets: number; seqBucketTokens: number };
+  coordinator: {
+    id?: string;
+    heartbeatIntervalMs: number;
+    nodeDeadAfterMs: number;
+    leaderLeaseTtlMs: number;
+    replicationFactor: number;
+  };
+  shard: {
+    id?: string;
+    arenaBytes: number;
+    arenaKind: ArenaKind;
+    allocTimeoutMs: number;
+    readLeaseMs: number;
+    blockTtlSeconds: number;
+    batchBlocksMax: number;
+  };
+  ucx: { transports?: string; opTimeoutMs: number };
+  models: { builtin: string[] };
+  log: { level: ConfigLogLevel };
+  metrics: { port: number; host: string };
+}
+
+export type DeepPartial<T> = {
+  [K in keyof T]?: T[K] extends readonly unknown[] ? T[K] : T[K] extends object ? DeepPartial<T[K]> : T[K];
+};
+
+/** Ids that end up as NATS subject tokens and JetStream bucket names: no dots, no spaces. */
+const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const ID_DOC = '1-64 of A-Z a-z 0-9 _ -';
+
+/** Every config key, in the order docs list them. Adding a key here is all it takes. */
+export const KEYS: readonly KeySpec[] = [
+  {
+    key: 'cluster.name',
+    kind: { t: 'string', pattern: ID_RE, patternDoc: ID_DOC },
+    default: 'local',
+    doc: 'Cluster name; prefixes NATS subjects, JetStream buckets and Redis keys so clusters can share servers.',
+  },
+  {
+    key: 'nats.servers',
+    kind: {
+      t: 'list',
+      pattern: /^(nats|tls|ws|wss):\/\/\S+$/,
+      patternDoc: 'nats://host:port URLs',
+      minItems: 1,
+    },
+    default: ['nats://127.0.0.1:4222'],
+    doc: 'NATS seed servers (a list, or comma-separated in the environment).',
+  },
+  { key: 'nats.user', kind: { t: 'string' }, optional: true, doc: 'NATS user (with nats.pass).' },
+  { key: 'nats.pass', kind: { t: 'string' }, optional: true, secret: true, doc: 'NATS password.' },
+  {
+    key: 'nats.token',
+    kind: { t: 'string' },
+    optional: true,
+    secret: true,
+    doc: 'NATS token (instead of user and password).',
+  },
+  {
+    key: 'nats.tls',
+    kind: { t: 'bool' },
+    default: false,
+    doc: 'Require TLS on NATS connections (tls:// server URLs imply it).',
+  },
+  {
+    key: 'nats.requestTimeoutMs',
+    kind: { t: 'duration', min: 1 },
+    default: 5000,
+    doc: 'Timeout of one control-plane request/reply.',
+  },
+  {
+    key: 'redis.url',
+    kind: { t: 'string', pattern: /^rediss?:\/\/\S+$/, patternDoc: 'a redis:// or rediss:// URL' },
+    default: 'redis://127.0.0.1:6379',
+    doc: 'Redis holding the prefix index (rediss:// for TLS).',
+  },
+  {
+    key: 'redis.keyPrefix',
+    kind: { t: 'string', pattern: /^[A-Za-z0-9_:.-]{1,64}$/, patternDoc: '1-64 of A-Z a-z 0-9 _ : . -' },
+    default: 'kvf',
+    doc: 'Prefix of every Redis key kvfabric writes.',
+  },
+  {
+    key: 'redis.indexTtlSeconds',
+    kind: { t: 'int', min: 1, max: 365 * 86400 },
+    default: 86400,
+    doc: 'TTL of a prefix-index entry; slides on every hit.',
+  },
+  { key: 'redis.password', kind: { t: 'string' }, optional: true, secret: true, doc: 'Redis password.' },
+  {
+    key: 'partition.layerGroups',
+    kind: { t: 'int', min: 1, max: 256 },
+    default: 4,
+    doc: "Layer groups a model's layers are split into (one block per chunk per group).",
+  },
+  {
+    key: 'partition.seqBuckets',
+    kind: { t: 'int', min: 1, max: 4096 },
+    default: 16,
+    doc: 'Sequence buckets per layer group; cells = layerGroups x seqBuckets.',
+  },
+  {
+    key: 'partition.seqBucketTokens',
+    kind: { t: 'int', min: 1, max: 1 << 24 },
+    default: 4096,
+    doc: 'Consecutive tokens of a prompt that share a sequence bucket.',
+  },
+  {
+    key: 'coordinator.id',
+    kind: { t: 'string', pattern: ID_RE, patternDoc: ID_DOC },
+    optional: true,
+    doc: 'Coordinator instance id; unset = derived from hostname and pid.',
+  },
+  {
+    key: 'coordinator.heartbeatIntervalMs',
+    kind: { t: 'duration', min: 10 },
+    default: 1000,
+    doc: 'How often shard nodes heartbeat and the leader renews its lease.',
+  },
+  {
+    key: 'coordinator.nodeDeadAfterMs',
+    kind: { t: 'duration', min: 20 },
+    default: 6000,
+    doc: 'Silence after which a shard node is declared dead (at least 2 heartbeats).',
+  },
+  {
+    key: 'coordinator.leaderLeaseTtlMs',
+    kind: { t: 'duration', min: 20 },
+    default: 5000,
+    doc: 'Leader lease TTL; a standby takes over after it lapses (more than one heartbeat).',
+  },
+  {
+    key: 'coordinator.replicationFactor',
+    kind: { t: 'int', min: 1, max: 8 },
+    default: 1,
+    doc: 'Copies of each block (primary included).',
+  },
+  {
+    key: 'shard.id',
+    kind: { t: 'string', pattern: ID_RE, patternDoc: ID_DOC },
+    optional: true,
+    doc: 'Shard node id; unset = derived from hostname and pid.',
+  },
+  {
+    key: 'shard.arenaBytes',
+    kind: { t: 'size' },
+    default: 256 * 1024 ** 2,
+    doc: 'Memory arena size of a shard node.',
+  },
+  {
+    key: 'shard.arenaKind',
+    kind: { t: 'enum', values: ['auto', 'host', 'cuda'] },
+    default: 'auto',
+    doc: 'Arena memory: cuda (device), host, or auto (cuda when a GPU is present).',
+  },
+  {
+    key: 'shard.allocTimeoutMs',
+    kind: { t: 'duration', min: 1 },
+    default: 30000,
+    doc: 'An allocation not committed within this time is freed.',
+  },
+  {
+    key: 'shard.readLeaseMs',
+    kind: { t: 'duration', min: 1 },
+    default: 10000,
+    doc: 'Read lease granted by locate; a leased block is never evicted.',
+  },
+  {
+    key: 'shard.blockTtlSeconds',
+    kind: { t: 'int', min: 1, max: 365 * 86400 },
+    default: 86400,
+    doc: 'A block unused this long is evicted even when there is room.',
+  },
+  {
+    key: 'shard.batchBlocksMax',
+    kind: { t: 'int', min: 1, max: 1 << 20 },
+    default: 4096,
+    doc: 'Most blocks in one allocate/commit/locate request.',
+  },
+  {
+    key: 'ucx.transports',
+    kind: { t: 'string', pattern: /^\^?[a-z0-9_]+(,[a-z0-9_]+)*$/, patternDoc: 'a UCX_TLS list like tcp,sm' },
+    optional: true,
+    doc: 'UCX transports (UCX_TLS syntax); unset = UCX chooses.',
+  },
+  {
+    key: 'ucx.opTimeoutMs',
+    kind: { t: 'duration', min: 1 },
+    default: 10000,
+    doc: 'Timeout of one UCX get/put batch.',
+  },
+  {
+    key: 'models.builtin',
+    kind: { t: 'list', pattern: /^[a-z0-9][a-z0-9._-]{0,63}$/, patternDoc: 'model profile ids' },
+    default: ['tiny-test', 'llama-3-8b'],
+    doc: 'Built-in model profiles registered at startup.',
+  },
+  {
+    key: 'log.level',
+    kind: { t: 'enum', values: ['debug', 'info', 'warn', 'error'] },
+    default: 'info',
+    doc: 'Least severe log level written (JSON lines on stderr).',
+  },
+  {
+    key: 'metrics.port',
+    kind: { t: 'int', min: 0, max: 65535 },
+    default: 0,
+    doc: 'Port of /metrics, /healthz and /readyz; 0 = disabled.',
+  },
+  {
+    key: 'metrics.host',
+    kind: { t: 'string', minLength: 1 },
+    default: '127.0.0.1',
+    doc: 'Address the metrics port binds to (0.0.0.0 to expose it).',
+  },
+];
+
+const KEY_BY_NAME = new Map(KEYS.map((k) => [k.key, k]));
+const SECTIONS = [...new Set(KEYS.map((k) => k.key.split('.')[0] as string))];
+/** KVFABRIC_* variables that are not config keys. */
+const NON_KEY_ENV = new Set(['KVFABRIC_CONFIG']);
+
+type Raw = Record<string, unknown>;
+
+function isMapping(v: unknown): v is Raw {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Edit distance, for "did you mean" on unknown keys (typos are the common config bug). */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0] as number;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j] as number;
+      row[j] = Math.min(cur + 1, (row[j - 1] as number) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length] as number;
+}
+
+function suggest(name: string, candidates: readonly string[]): string {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = distance(name.toLowerCase(), c.toLowerCase());
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return best !== undefined && bestD <= Math.max(2, Math.floor(name.length / 4))
+    ? ` (did you mean ${best}?)`
+    : '';
+}
+
+/** Reports unknown sections and keys of a YAML/override layer; returns the known raw values. */
+function flattenLayer(obj: unknown, label: string, problems: string[]): Map<string, unknown> {
+  const out = new Map<string, unknown>();
+  if (obj === undefined || obj === null) return out;
+  if (!isMapping(obj)) {
+    problems.push(
+      `<root>${label}: expected a mapping of sections (${SECTIONS.join(', ')}), got ${formatGot(obj)}`,
+    );
+    return out;
+  }
+  for (const [section, body] of Object.entries(obj)) {
+    if (!SECTIONS.includes(section)) {
+      problems.push(`${section}${label}: unknown section${suggest(section, SECTIONS)}`);
+      continue;
+    }
+    if (body === null || body === undefined) continue; // `shard:` with nothing under it
+    if (!isMapping(body)) {
+      problems.push(`${section}${label}: expected a mapping of keys, got ${formatGot(body)}`);
+      continue;
+    }
+    const known = KEYS.filter((k) => k.key.startsWith(section + '.')).map((k) =>
+      k.key.slice(section.length + 1),
+    );
+    for (const [name, value] of Object.entries(body)) {
+      const key = `${section}.${name}`;
+      if (!KEY_BY_NAME.has(key)) problems.push(`${key}${label}: unknown key${suggest(name, known)}`);
+      else if (value !== undefined) out.set(key, value);
+    }
+  }
+  return out;
+}
+
+function envLayer(env: NodeJS.ProcessEnv, problems: string[]): Map<string, { raw: string; name: string }> {
+  const out = new Map<string, { raw: string; name: string }>();
+  const byEnv = new Map(KEYS.map((k) => [envNameFor(k.key), k.key]));
+  const sectionPrefixes = SECTIONS.map((s) => envNameFor(s) + '_');
+  for (const [name, raw] of Object.entries(env)) {
+    if (raw === undefined || !name.startsWith('KVFABRIC_') || NON_KEY_ENV.has(name)) continue;
+    const key = byEnv.get(name);
+    if (key) out.set(key, { raw, name });
+    // Only variables in a config section's namespace are ours; others may belong to tools.
+    else if (sectionPrefixes.some((p) => name.startsWith(p))) {
+      problems.push(`${name}: unknown setting${suggest(name, [...byEnv.keys()])}`);
+    }
+  }
+  return out;
+}
+
+function setPath(target: Raw, key: string, value: unknown): void {
+  const [section, name] = key.split('.') as [string, string];
+  const sec = (target[section] ??= {}) as Raw;
+  sec[name] = value;
+}
+
+function crossChecks(cfg: KvfConfig, problems: string[]): void {
+  const { nats, coordinator: c } = cfg;
+  if (nats.token !== undefined && (nats.user !== undefined || nats.pass !== undefined)) {
+    problems.push('nats.token: expected either nats.token or nats.user/nats.pass, not both');
+  }
+  if ((nats.user === undefined) !== (nats.pass === undefined)) {
+    problems.push('nats.user: expected nats.user and nats.pass to be set together');
+  }
+  if (c.nodeDeadAfterMs < 2 * c.heartbeatIntervalMs) {
+    problems.push(
+      `coordinator.nodeDeadAfterMs: expected at least 2 x coordinator.heartbeatIntervalMs (${2 * c.heartbeatIntervalMs}), got ${c.nodeDeadAfterMs}`,
+    );
+  }
+  if (c.leaderLeaseTtlMs <= c.heartbeatIntervalMs) {
+    problems.push(
+      `coordinator.leaderLeaseTtlMs: expected more than coordinator.heartbeatIntervalMs (${c.heartbeatIntervalMs}), got ${c.leaderLeaseTtlMs}`,
+    );
+  }
+}
+
+/**
+ * Validate a parsed YAML object (or `{}`), apply environment overrides, then `overrides`.
+ * Throws KvfError('CONFIG_INVALID') whose message lists every problem, one per line.
+ */
+export function parseConfig(
+  obj: unknown,
+  env: NodeJS.ProcessEnv = {},
+  overrides?: DeepPartial<KvfConfig>,
+): KvfConfig {
+  const problems: string[] = [];
+  const file = flattenLayer(obj, '', problems);
+  const fromEnv = envLayer(env, problems);
+  const over = flattenLayer(overrides, ' (override)', problems);
+  const out: Raw = {};
+  for (const spec of KEYS) {
+    let value: unknown = spec.default;
+    const report =
+      (label: string) =>
+      (msg: string, sub = ''): void => {
+        problems.push(`${spec.key}${sub}${label}: ${msg}`);
+      };
+    if (file.has(spec.key)) value = parseValue(spec, file.get(spec.key), report(''));
+    const e = fromEnv.get(spec.key);
+    if (e) value = parseEnvValue(spec, e.raw, report(` (from ${e.name})`));
+    if (over.has(spec.key)) value = parseValue(spec, over.get(spec.key), report(' (override)'));
+    setPath(out, spec.key, value);
+  }
+  for (const s of SECTIONS) out[s] = stripUndefined(out[s] as Raw);
+  const cfg = out as unknown as KvfConfig;
+  if (problems.length === 0) crossChecks(cfg, problems);
+  if (problems.length > 0) {
+    throw new KvfError('CONFIG_INVALID', problems.join('\n'), { details: { problems } });
+  }
+  return cfg;
+}
+
+function stripUndefined(o: Raw): Raw {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+}
+
+export interface LoadConfigOptions {
+  /** YAML file; unset = defaults plus environment. */
+  file?: string;
+  /** @default process.env */
+  env?: NodeJS.ProcessEnv;
+  /** Highest precedence, e.g. CLI flags. */
+  overrides?: DeepPartial<KvfConfig>;
+}
+
+/** Read, parse and validate a YAML config file (YAML syntax errors are CONFIG_INVALID too). */
+export function loadConfig(opts: LoadConfigOptions = {}): KvfConfig {
+  const env = opts.env ?? process.env;
+  let obj: unknown = {};
+  if (opts.file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(opts.file, 'utf8');
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : String(err);
+      const problem = `${opts.file}: cannot read config file (${why})`;
+      throw new KvfError('CONFIG_INVALID', problem, { cause: err, details: { problems: [problem] } });
+    }
+    const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+    if (doc.errors.length > 0) {
+      const problems = doc.errors.map((e) => `${opts.file}: YAML ${e.message.split('\n')[0] ?? ''}`);
+      throw new KvfError('CONFIG_INVALID', problems.join('\n'), { details: { problems } });
+    }
+    obj = doc.toJS();
+  }
+  return parseConfig(obj, env, opts.overrides);
+}
+
+export const DEFAULT_CONFIG: Readonly<KvfConfig> = Object.freeze(parseConfig({}, {}));
+
+export interface ConfigKeyDoc {
+  key: string;
+  env: string;
+  expected: string;
+  default: string;
+  doc: string;
+  secret: boolean;
+}
+
+/** Every key with its environment variable, expected value, default and meaning (for docs). */
+export function describeConfig(): ConfigKeyDoc[] {
+  return KEYS.map((k) => ({
+    key: k.key,
+    env: envNameFor(k.key),
+    expected: describeKind(k.kind),
+    default: formatDefault(k),
+    doc: k.doc,
+    secret: k.secret === true,
+  }));
+}
+
+const REDACTED = '<redacted>';
+
+function redactUrl(u: string): string {
+  return u.replace(/^([a-z]+:\/\/)([^@/]*)@/i, (_m, scheme: string) => `${scheme}${REDACTED}@`);
+}
+
+/** A copy safe to log: secrets replaced, credentials in URLs removed. */
+export function redactConfig(cfg: KvfConfig): KvfConfig {
+  const copy = structuredClone(cfg);
+  for (const k of KEYS) {
+    if (!k.secret) continue;
+    const [section, name] = k.key.split('.') as [string, string];
+    const sec = (copy as unknown as Record<string, Raw>)[section] as Raw;
+    if (sec[name] !== undefined) sec[name] = REDACTED;
+  }
+  copy.nats.servers = copy.nats.servers.map(redactUrl);
+  copy.redis.url = redactUrl(copy.redis.url);
+  return copy;
+}
+
+/** The effective config as YAML that loadConfig accepts back (sizes written with units). */
+export function configToYaml(cfg: KvfConfig, opts: { redact?: boolean } = {}): string {
+  const c = opts.redact === false ? structuredClone(cfg) : redactConfig(cfg);
+  const out = c as unknown as Record<string, Raw>;
+  for (const k of KEYS) {
+    if (k.kind.t !== 'size') continue;
+    const [section, name] = k.key.split('.') as [string, string];
+    const v = out[section]?.[name];
+    if (typeof v === 'number') (out[section] as Raw)[name] = formatDefault({ ...k, default: v });
+  }
+  return stringify(out);
+}
