@@ -1,0 +1,18 @@
+/**
+ * Entry point of the shard-node actor (`kvfabric shard-node --config <file>`). Thin on purpose: it reads the
+ * config and signals; the actor's behaviour lives in its state machine beside this file.
+ * For now it only starts, logs its effective config and exits 0 on SIGTERM/SIGINT.
+ */
+import { bootActor, waitForShutdown } from '../../shared/process.js';
+
+const WHAT = 'Runs a shard node: owns memory arenas and serves allocate/commit/locate/release over NATS.';
+
+export async function main(argv: string[]): Promise<number> {
+  const boot = bootActor('shard-node', WHAT, argv);
+  if (typeof boot === 'number') return boot;
+  const { log } = boot;
+  log.info('started');
+  const signal = await waitForShutdown();
+  log.info('stopping', { signal });
+  return 0;
+}

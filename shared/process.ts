@@ -1,0 +1,111 @@
+/**
+ * What every actor's thin main.ts shares: `--config <file>` handling, loading and logging the
+ * effective config, and waiting for SIGTERM/SIGINT. Actors import this (never each other or the
+ * CLI), so a process started by `kvfabric <actor>`, docker or systemd behaves the same.
+ */
+import { KvfError } from './errors.js';
+import { loadConfig, redactConfig, type DeepPartial, type KvfConfig } from './config.js';
+import { createLogger, type Logger } from './log.js';
+
+export interface ActorArgs {
+  /** From `--config <file>` / `--config=<file>`, else KVFABRIC_CONFIG, else unset (defaults). */
+  configFile?: string;
+  help: boolean;
+}
+
+/** Parses the arguments every actor accepts; anything else is a usage error (exit 2). */
+export function parseActorArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ActorArgs {
+  let configFile = env.KVFABRIC_CONFIG || undefined;
+  let help = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === '--help' || a === '-h') help = true;
+    else if (a === '--config' || a === '-c') {
+      const next = argv[++i];
+      if (next === undefined || next.startsWith('-')) throw new KvfError('BAD_REQUEST', `${a} needs a file`);
+      configFile = next;
+    } else if (a.startsWith('--config=')) configFile = a.slice('--config='.length);
+    else throw new KvfError('BAD_REQUEST', `unknown argument ${JSON.stringify(a)}`);
+  }
+  return configFile === undefined ? { help } : { configFile, help };
+}
+
+export interface ActorBoot {
+  config: KvfConfig;
+  log: Logger;
+  configFile: string | undefined;
+}
+
+export function actorUsage(actor: string, what: string): string {
+  return [
+    `usage: kvfabric ${actor} [--config <file>]`,
+    '',
+    what,
+    '',
+    '  --config, -c <file>  YAML config (default: $KVFABRIC_CONFIG, else built-in defaults)',
+    '  --help, -h           this help',
+    '',
+    'Every config key can be overridden by a KVFABRIC_* variable (see docs/operations.md).',
+  ].join('\n');
+}
+
+/**
+ * Parse arguments, load the config and log it (secrets redacted). Returns the exit code instead
+ * when the process should stop now: 0 after --help, 2 on a usage error, 1 on a bad config.
+ */
+export function bootActor(
+  actor: string,
+  what: string,
+  argv: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; overrides?: DeepPartial<KvfConfig> } = {},
+): ActorBoot | number {
+  const env = opts.env ?? process.env;
+  let args: ActorArgs;
+  try {
+    args = parseActorArgs(argv, env);
+  } catch (err) {
+    process.stderr.write(`kvfabric ${actor}: ${(err as Error).message}\n${actorUsage(actor, what)}\n`);
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(actorUsage(actor, what) + '\n');
+    return 0;
+  }
+  let config: KvfConfig;
+  try {
+    config = loadConfig({ file: args.configFile, env, overrides: opts.overrides });
+  } catch (err) {
+    const problems = (err as KvfError).details?.problems ?? [(err as Error).message];
+    createLogger(actor).error('invalid config', { configFile: args.configFile, problems });
+    return 1;
+  }
+  const log = createLogger(actor, { level: config.log.level });
+  log.info('effective config', {
+    configFile: args.configFile ?? null,
+    pid: process.pid,
+    config: redactConfig(config),
+  });
+  return { config, log, configFile: args.configFile };
+}
+
+/**
+ * Resolves with the first SIGTERM or SIGINT. Keeps the event loop alive meanwhile (a pending
+ * promise alone does not), and removes its handlers afterwards so a second signal kills as usual.
+ */
+export function waitForShutdown(
+  signals: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'],
+): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const keepAlive = setInterval(() => {}, 1 << 30);
+    const handlers = new Map<NodeJS.Signals, () => void>();
+    for (const sig of signals) {
+      const h = (): void => {
+        clearInterval(keepAlive);
+        for (const [s, fn] of handlers) process.off(s, fn);
+        resolve(sig);
+      };
+      handlers.set(sig, h);
+      process.on(sig, h);
+    }
+  });
+}
