@@ -80,8 +80,11 @@ interface Lease {
 
 export interface BlockStoreOptions {
   allocator: SlotAllocator;
-  /** crc32c of a slot's bytes as written by the client; compared with the writer's checksum. */
-  checksumOf: (slot: number) => number;
+  /**
+   * crc32c of the bytes a client wrote into a slot for a block of layer group g (groups may have
+   * different block sizes); compared with the writer's checksum.
+   */
+  checksumOf: (slot: number, g: number) => number;
   clock: () => number;
   /** Sliding TTL of a committed block since its last access. Default 24 h. */
   blockTtlMs?: number;
@@ -166,7 +169,7 @@ export class BlockStore {
       if (!p) return { status: 'unknown' };
       alloc.pending.delete(key);
       this.writing.delete(key);
-      const actual = this.opts.checksumOf(p.slot) >>> 0;
+      const actual = this.opts.checksumOf(p.slot, p.item.g) >>> 0;
       if (actual !== it.checksum >>> 0) {
         this.opts.allocator.release(p.slot);
         return { status: 'checksum_mismatch', expected: it.checksum >>> 0, actual };
