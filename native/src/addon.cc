@@ -1,0 +1,112 @@
+// kvfabric_native: module entry. Free functions (checksums, memcpy benchmark, build info) live
+// here; arenas in arena_js.cc, UCX in ucx.cc. The typed boundary is native/index.ts.
+#include <napi.h>
+#include <ucp/api/ucp.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "arena.h"
+#include "checksum.h"
+#include "cuda_mem.h"
+#include "errors.h"
+#include "js_args.h"
+#include "ucx.h"
+
+#ifndef KVF_ADDON_VERSION
+#define KVF_ADDON_VERSION "0.0.0"
+#endif
+
+namespace kvf {
+namespace {
+
+// Limits for memcpyBench: enough for any block size the benchmark uses, bounded so a typo
+// cannot allocate the machine away or block the event loop for minutes.
+constexpr double kMemcpyBenchBytesMax = 4.0 * 1024 * 1024 * 1024;
+constexpr double kMemcpyBenchIterationsMax = 1e6;
+
+// crc32c(data, seed?)
+Napi::Value Crc32cJs(const Napi::CallbackInfo& info) {
+  Bytes data = BytesArg(info, 0, "data");
+  return Napi::Number::New(info.Env(), Crc32c(data.data, data.length, SeedArg(info, 1)));
+}
+
+// crc32cRange(data, offset, length, seed?)
+Napi::Value Crc32cRangeJs(const Napi::CallbackInfo& info) {
+  Bytes data = BytesArg(info, 0, "data");
+  uint64_t offset = SizeArg(info, 1, "offset");
+  uint64_t length = SizeArg(info, 2, "length");
+  if (offset > data.length || length > data.length - offset) {
+    Fail(Code::OutOfRange, "range [" + std::to_string(offset) + ", +" + std::to_string(length) +
+                               ") leaves the " + std::to_string(data.length) + "-byte buffer");
+  }
+  return Napi::Number::New(info.Env(), Crc32c(data.data + offset, length, SeedArg(info, 3)));
+}
+
+// crc32cSoftware(data, seed?): the portable path, so tests can check it on SSE4.2 machines.
+Napi::Value Crc32cSoftwareJs(const Napi::CallbackInfo& info) {
+  Bytes data = BytesArg(info, 0, "data");
+  return Napi::Number::New(info.Env(), Crc32cSoftware(data.data, data.length, SeedArg(info, 1)));
+}
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+// memcpyBench(bytes, iterations) -> GB/s (1e9 bytes copied per second), buffers pre-touched.
+Napi::Value MemcpyBenchJs(const Napi::CallbackInfo& info) {
+  size_t bytes = SizeArg(info, 0, "bytes", kMemcpyBenchBytesMax);
+  uint64_t iterations = SizeArg(info, 1, "iterations", kMemcpyBenchIterationsMax);
+  if (bytes == 0 || iterations == 0) Fail(Code::BadRequest, "bytes and iterations must be positive");
+  size_t rounded = (bytes + 4095) / 4096 * 4096;
+  std::unique_ptr<void, FreeDeleter> src(std::aligned_alloc(4096, rounded));
+  std::unique_ptr<void, FreeDeleter> dst(std::aligned_alloc(4096, rounded));
+  if (!src || !dst) Fail(Code::BadRequest, "cannot allocate 2 x " + std::to_string(bytes) + " bytes");
+  std::memset(src.get(), 0x5a, bytes);
+  std::memset(dst.get(), 0, bytes);
+  std::memcpy(dst.get(), src.get(), bytes);  // warm-up: page tables, caches
+  auto start = std::chrono::steady_clock::now();
+  for (uint64_t i = 0; i < iterations; ++i) {
+    std::memcpy(dst.get(), src.get(), bytes);
+    // Keep the compiler from eliding repeated identical copies.
+    asm volatile("" : : "r"(dst.get()) : "memory");
+  }
+  std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+  double gbps = static_cast<double>(bytes) * static_cast<double>(iterations) / elapsed.count() / 1e9;
+  return Napi::Number::New(info.Env(), gbps);
+}
+
+// info() -> build and runtime facts for nativeInfo().
+Napi::Value InfoJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("addonVersion", KVF_ADDON_VERSION);
+  out.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  out.Set("ucxVersion", ucp_get_version_string());
+  out.Set("cudaCompiled", Napi::Boolean::New(env, cuda::Compiled()));
+  std::string cuda_error;
+  out.Set("cudaDevices", Napi::Number::New(env, cuda::DeviceCount(&cuda_error)));
+  if (!cuda_error.empty()) out.Set("cudaError", cuda_error);
+  out.Set("crc32c", Crc32cImplementation());
+  return out;
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("crc32c", Napi::Function::New<Crc32cJs>(env, "crc32c"));
+  exports.Set("crc32cRange", Napi::Function::New<Crc32cRangeJs>(env, "crc32cRange"));
+  exports.Set("crc32cSoftware", Napi::Function::New<Crc32cSoftwareJs>(env, "crc32cSoftware"));
+  exports.Set("memcpyBench", Napi::Function::New<MemcpyBenchJs>(env, "memcpyBench"));
+  exports.Set("info", Napi::Function::New<InfoJs>(env, "info"));
+  InitArena(env, exports);
+  return InitUcx(env, exports);
+}
+
+}  // namespace kvf
+
+// NODE_API_MODULE wants a plain identifier.
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return kvf::Init(env, exports); }
+NODE_API_MODULE(kvfabric_native, InitModule)

@@ -1,0 +1,178 @@
+// NativeArena: the JS face of kvf::Arena. native/index.ts wraps it in the typed Arena class.
+#include <limits>
+
+#include "arena.h"
+#include "errors.h"
+#include "js_args.h"
+
+namespace kvf {
+namespace {
+
+// Tags NativeArena objects so ArenaFromJs can tell them from other wrapped objects.
+const napi_type_tag kArenaTag = {0x6b76666172656e61ULL, 0x4172656e61763031ULL};
+
+class ArenaWrap : public Napi::ObjectWrap<ArenaWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(
+        env, "NativeArena",
+        {
+            InstanceAccessor<&ArenaWrap::Kind>("kind"),
+            InstanceAccessor<&ArenaWrap::BlockBytes>("blockBytes"),
+            InstanceAccessor<&ArenaWrap::BlockCount>("blockCount"),
+            InstanceAccessor<&ArenaWrap::TotalBytes>("bytes"),
+            InstanceAccessor<&ArenaWrap::BaseAddress>("baseAddress"),
+            InstanceAccessor<&ArenaWrap::DeviceId>("deviceId"),
+            InstanceAccessor<&ArenaWrap::Capacity>("capacity"),
+            InstanceAccessor<&ArenaWrap::Used>("used"),
+            InstanceAccessor<&ArenaWrap::Free>("free"),
+            InstanceAccessor<&ArenaWrap::Closed>("closed"),
+            InstanceMethod<&ArenaWrap::Alloc>("alloc"),
+            InstanceMethod<&ArenaWrap::AllocMany>("allocMany"),
+            InstanceMethod<&ArenaWrap::Release>("release"),
+            InstanceMethod<&ArenaWrap::IsAllocated>("isAllocated"),
+            InstanceMethod<&ArenaWrap::AddressOf>("addressOf"),
+            InstanceMethod<&ArenaWrap::Write>("write"),
+            InstanceMethod<&ArenaWrap::Read>("read"),
+            InstanceMethod<&ArenaWrap::Checksum>("checksum"),
+            InstanceMethod<&ArenaWrap::HostView>("hostView"),
+            InstanceMethod<&ArenaWrap::Close>("close"),
+        });
+  }
+
+  // new NativeArena(kind: 'host'|'cuda', blockBytes, blockCount, deviceId, populate, arenaBytesMax)
+  explicit ArenaWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ArenaWrap>(info) {
+    ArenaConfig config;
+    std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+    if (kind != "host" && kind != "cuda") Fail(Code::BadRequest, "kind must be 'host' or 'cuda'");
+    config.kind = kind == "cuda" ? ArenaKind::Cuda : ArenaKind::Host;
+    config.block_bytes = SizeArg(info, 1, "blockBytes");
+    config.block_count = static_cast<uint32_t>(SizeArg(info, 2, "blockCount", 4294967294.0));
+    config.device = static_cast<int>(SizeArg(info, 3, "deviceId", 1024));
+    config.populate = info[4].ToBoolean();
+    config.arena_bytes_max = SizeArg(info, 5, "arenaBytesMax");
+    arena_ = std::make_shared<Arena>(config);
+    info.This().As<Napi::Object>().TypeTag(&kArenaTag);
+  }
+
+  std::shared_ptr<Arena> arena() const {
+    if (arena_->closed()) Fail(Code::Closed, "arena is closed");
+    return arena_;
+  }
+
+ private:
+  // Fixed properties stay readable after close (they describe what the arena was).
+  Napi::Value Kind(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), ArenaKindName(arena_->config().kind));
+  }
+  Napi::Value BlockBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(arena_->config().block_bytes));
+  }
+  Napi::Value BlockCount(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), arena_->config().block_count);
+  }
+  Napi::Value TotalBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(arena_->bytes()));
+  }
+  Napi::Value BaseAddress(const Napi::CallbackInfo& info) {
+    return Napi::BigInt::New(info.Env(), arena_->base_address());
+  }
+  Napi::Value DeviceId(const Napi::CallbackInfo& info) {
+    bool cuda = arena_->config().kind == ArenaKind::Cuda;
+    return Napi::Number::New(info.Env(), cuda ? arena_->config().device : -1);
+  }
+  Napi::Value Closed(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), arena_->closed());
+  }
+
+  Napi::Value Capacity(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), arena_->capacity());
+  }
+  Napi::Value Used(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), arena_->used());
+  }
+  Napi::Value Free(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), arena_->free());
+  }
+
+  Napi::Value Alloc(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), arena_->Alloc());
+  }
+  Napi::Value AllocMany(const Napi::CallbackInfo& info) {
+    auto n = static_cast<uint32_t>(SizeArg(info, 0, "n", 4294967294.0));
+    std::vector<uint32_t> indexes = arena_->AllocMany(n);
+    Napi::Array out = Napi::Array::New(info.Env(), indexes.size());
+    for (uint32_t i = 0; i < indexes.size(); ++i) out.Set(i, Napi::Number::New(info.Env(), indexes[i]));
+    return out;
+  }
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    arena_->Release(IndexArg(info, 0));
+    return info.Env().Undefined();
+  }
+  Napi::Value IsAllocated(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), arena_->IsAllocated(IndexArg(info, 0)));
+  }
+  Napi::Value AddressOf(const Napi::CallbackInfo& info) {
+    return Napi::BigInt::New(info.Env(), arena_->AddressOf(IndexArg(info, 0)));
+  }
+
+  // write(index, offset, src)
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    uint32_t index = IndexArg(info, 0);
+    uint64_t offset = SizeArg(info, 1, "offset");
+    Bytes src = BytesArg(info, 2, "src");
+    arena_->Write(index, offset, src.data, src.length);
+    return info.Env().Undefined();
+  }
+  // read(index, offset, dst): fills all of dst
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    uint32_t index = IndexArg(info, 0);
+    uint64_t offset = SizeArg(info, 1, "offset");
+    Bytes dst = BytesArg(info, 2, "dst");
+    arena_->Read(index, offset, dst.data, dst.length);
+    return info.Env().Undefined();
+  }
+  // checksum(index, offset = 0, length = blockBytes - offset)
+  Napi::Value Checksum(const Napi::CallbackInfo& info) {
+    uint32_t index = IndexArg(info, 0);
+    uint64_t block = arena_->config().block_bytes;
+    uint64_t offset = OptSizeArg(info, 1, "offset", 0);
+    uint64_t length = OptSizeArg(info, 2, "length", offset <= block ? block - offset : 0);
+    return Napi::Number::New(info.Env(), arena_->Checksum(index, offset, length));
+  }
+
+  // A Buffer over the block's memory (host arenas only). The finalizer holds a reference to the
+  // region, so the mapping outlives close() for as long as JS can reach the view.
+  Napi::Value HostView(const Napi::CallbackInfo& info) {
+    uint32_t index = IndexArg(info, 0);
+    void* ptr = nullptr;
+    std::shared_ptr<Region> region = arena_->HostBlock(index, &ptr);
+    if (!region) return info.Env().Undefined();
+    auto* hold = new std::shared_ptr<Region>(std::move(region));
+    return Napi::Buffer<uint8_t>::New(
+        info.Env(), static_cast<uint8_t*>(ptr), static_cast<size_t>(arena_->config().block_bytes),
+        [](Napi::Env, uint8_t*, std::shared_ptr<Region>* held) { delete held; }, hold);
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    arena_->Close();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<Arena> arena_;
+};
+
+}  // namespace
+
+void InitArena(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeArena", ArenaWrap::Define(env));
+}
+
+std::shared_ptr<Arena> ArenaFromJs(Napi::Value value) {
+  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kArenaTag)) {
+    Fail(Code::BadRequest, "expected a NativeArena");
+  }
+  return ArenaWrap::Unwrap(value.As<Napi::Object>())->arena();
+}
+
+}  // namespace kvf
