@@ -19,6 +19,7 @@ import {
   type NatsConnection,
   type Subscription,
 } from '@nats-io/transport-node';
+import assert from 'node:assert/strict';
 import { KvfError, toKvfError } from '../errors.js';
 import type { Schema } from './schema.js';
 
@@ -44,6 +45,8 @@ function replacer(_k: string, v: unknown): unknown {
 }
 
 export function encodeBody(body: Record<string, unknown>): Uint8Array {
+  // `v` is the envelope's: a body field of that name would silently rewrite the version.
+  assert(!Object.hasOwn(body, 'v'), 'message bodies must not carry their own `v` field');
   const bytes = enc.encode(JSON.stringify({ v: PROTOCOL_VERSION, ...body }, replacer));
   if (bytes.byteLength > MAX_CONTROL_MESSAGE_BYTES) {
     throw new KvfError(
@@ -104,10 +107,26 @@ export function respondOk(msg: Msg, result: Record<string, unknown>): void {
 /** Decode a reply: throws the remote KvfError for error replies, validates success replies. */
 export function decodeReply<T>(msg: Msg, schema: Schema<T>): T {
   const code = msg.headers?.get('Nats-Service-Error-Code');
+  if (code) {
+    // The headers alone identify an error reply: a body this node cannot decode (another
+    // protocol version, say) must not hide the remote error behind a local MALFORMED.
+    let body: Record<string, unknown> = {};
+    try {
+      body = decodeEnvelope(msg.data);
+    } catch {
+      // keep the header's code and message
+    }
+    const e = (body.error ?? {}) as { message?: string; details?: Record<string, unknown> };
+    throw KvfError.fromWire(
+      Number(code),
+      e.message ?? msg.headers?.get('Nats-Service-Error') ?? 'remote error',
+      e.details,
+    );
+  }
   const body = decodeEnvelope(msg.data);
-  if (code || body.ok === false) {
+  if (body.ok === false) {
     const e = (body.error ?? {}) as { code?: number; message?: string; details?: Record<string, unknown> };
-    const c = Number(code || e.code || 1900);
+    const c = Number(e.code ?? 1900);
     throw KvfError.fromWire(
       c,
       e.message ?? msg.headers?.get('Nats-Service-Error') ?? 'remote error',

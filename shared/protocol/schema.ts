@@ -21,7 +21,9 @@ function fail(path: string, expected: string, value: unknown): never {
         ? 'array'
         : typeof value === 'string'
           ? `"${value.slice(0, 40)}"`
-          : typeof value;
+          : typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint'
+            ? String(value)
+            : typeof value;
   throw new KvfError('BAD_REQUEST', `${path || '<root>'}: expected ${expected}, got ${got}`, {
     details: { path: path || '<root>', expected },
   });
@@ -83,9 +85,12 @@ export const s = {
   base64(opts: { maxBytes: number }): Schema<Buffer> {
     const desc = `base64 of at most ${opts.maxBytes} bytes`;
     return schema(desc, (v, p) => {
-      if (typeof v !== 'string' || v.length > Math.ceil(opts.maxBytes / 3) * 4 + 4) fail(p, desc, v);
-      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(v)) fail(p, desc, v);
-      return Buffer.from(v, 'base64');
+      if (typeof v !== 'string' || v.length > Math.ceil(opts.maxBytes / 3) * 4) fail(p, desc, v);
+      // Canonical padded base64 only: Buffer.from silently drops what it cannot decode.
+      if (v.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(v)) fail(p, desc, v);
+      const buf = Buffer.from(v, 'base64');
+      if (buf.byteLength > opts.maxBytes) fail(p, desc, v);
+      return buf;
     });
   },
   /** A u64 carried as a decimal string (JSON numbers lose precision past 2^53). */
@@ -129,7 +134,8 @@ export const s = {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(p, desc, v);
       const obj = v as Record<string, unknown>;
       for (const k of Object.keys(obj)) {
-        if (!(k in shape)) {
+        // hasOwn, not `in`: `toString`, `constructor` or `__proto__` must not pass as known.
+        if (!Object.hasOwn(shape, k)) {
           throw new KvfError('BAD_REQUEST', `${p ? p + '.' : ''}${k}: unknown field`, {
             details: { path: `${p ? p + '.' : ''}${k}` },
           });
