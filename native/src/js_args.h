@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <sstream>
 #include <string>
 
 #include "errors.h"
@@ -20,13 +21,21 @@ struct Bytes {
   size_t length;
 };
 
+// 12 -> "12", 1.5 -> "1.5" (std::to_string would print 12.000000).
+inline std::string Num(double v) {
+  std::ostringstream out;
+  out.precision(17);
+  out << v;
+  return out.str();
+}
+
 inline double IntegerArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (i >= info.Length() || !info[i].IsNumber()) {
     Fail(Code::BadRequest, std::string(name) + " must be a number");
   }
   double v = info[i].As<Napi::Number>().DoubleValue();
   if (!std::isfinite(v) || std::trunc(v) != v || std::fabs(v) > kMaxSafeInteger) {
-    Fail(Code::BadRequest, std::string(name) + " must be an integer, got " + std::to_string(v));
+    Fail(Code::BadRequest, std::string(name) + " must be an integer, got " + Num(v));
   }
   return v;
 }
@@ -36,8 +45,8 @@ inline uint64_t SizeArg(const Napi::CallbackInfo& info, size_t i, const char* na
                         double max = kMaxSafeInteger) {
   double v = IntegerArg(info, i, name);
   if (v < 0 || v > max) {
-    Fail(Code::BadRequest, std::string(name) + " must be in [0, " + std::to_string(max) +
-                               "], got " + std::to_string(v));
+    Fail(Code::BadRequest, std::string(name) + " must be in [0, " + Num(max) +
+                               "], got " + Num(v));
   }
   return static_cast<uint64_t>(v);
 }
@@ -56,7 +65,7 @@ inline uint32_t SeedArg(const Napi::CallbackInfo& info, size_t i) {
 inline uint32_t IndexArg(const Napi::CallbackInfo& info, size_t i) {
   double v = IntegerArg(info, i, "block index");
   if (v < 0 || v >= 4294967295.0) {
-    Fail(Code::OutOfRange, "block index " + std::to_string(static_cast<int64_t>(v)) + " out of range");
+    Fail(Code::OutOfRange, "block index " + Num(v) + " out of range");
   }
   return static_cast<uint32_t>(v);
 }

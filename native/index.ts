@@ -1,0 +1,655 @@
+/**
+ * The whole native boundary of kvfabric: every export of native/build/Release/kvfabric_native.node
+ * is declared here (NativeBinding) and wrapped in typed classes. C++ errors arrive as JS Errors
+ * tagged "KVF_<CODE>: ..." (and a `kvfCode` property); fromNativeError turns them into KvfError.
+ * Native handles are destroyed explicitly with close(); every call after close() throws CLOSED.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { ErrorCode, KvfError, type ErrorCodeName } from '../shared/errors.js';
+
+// UCX's mmap hooks patch the allocator underneath V8 and crash Node. The variable must be in the
+// environment before libucm is loaded (it is a dependency of the addon), so set it at import.
+process.env.UCX_MEM_MMAP_HOOK_MODE ??= 'none';
+
+/** Where the addon lives, relative to the package root. */
+export const ADDON_RELATIVE_PATH = 'native/build/Release/kvfabric_native.node';
+/** Environment variable that overrides the addon path (absolute path to a .node file). */
+export const ADDON_PATH_ENV = 'KVFABRIC_NATIVE_ADDON';
+/** Default cap on one arena's size (blockBytes * blockCount): 64 GiB. */
+export const ARENA_BYTES_MAX_DEFAULT = 64 * 2 ** 30;
+
+// ---- raw binding (what the .node file exports) ----------------------------------------------
+
+export type ArenaKind = 'host' | 'cuda';
+
+/** A NativeArena object; methods throw tagged Errors, use the Arena class instead. */
+export interface NativeArenaHandle {
+  readonly kind: ArenaKind;
+  readonly blockBytes: number;
+  readonly blockCount: number;
+  readonly bytes: number;
+  readonly baseAddress: bigint;
+  /** CUDA device ordinal, -1 for host arenas. */
+  readonly deviceId: number;
+  readonly capacity: number;
+  readonly used: number;
+  readonly free: number;
+  readonly closed: boolean;
+  alloc(): number;
+  allocMany(n: number): number[];
+  release(index: number): void;
+  isAllocated(index: number): boolean;
+  addressOf(index: number): bigint;
+  write(index: number, offset: number, src: Uint8Array): void;
+  read(index: number, offset: number, dst: Uint8Array): void;
+  checksum(index: number, offset?: number, length?: number): number;
+  hostView(index: number): Buffer | undefined;
+  close(): void;
+}
+
+export interface NativeInfo {
+  addonVersion: string;
+  napiVersion: number;
+  ucxVersion: string;
+  cudaCompiled: boolean;
+  cudaDevices: number;
+  /** Why cudaDevices is 0, when the CUDA runtime said so. */
+  cudaError?: string;
+  crc32c: 'sse4.2' | 'software';
+}
+
+/**
+ * The addon's exports. The UCX section below extends this interface (declaration merging) with
+ * the UCX functions.
+ */
+export interface NativeBinding {
+  NativeArena: new (
+    kind: ArenaKind,
+    blockBytes: number,
+    blockCount: number,
+    deviceId: number,
+    populate: boolean,
+    arenaBytesMax: number,
+  ) => NativeArenaHandle;
+  crc32c(data: Uint8Array, seed?: number): number;
+  crc32cRange(data: Uint8Array, offset: number, length: number, seed?: number): number;
+  crc32cSoftware(data: Uint8Array, seed?: number): number;
+  memcpyBench(bytes: number, iterations: number): number;
+  info(): NativeInfo;
+}
+
+// ---- loader and error mapping ---------------------------------------------------------------
+
+const NATIVE_TAG = /^KVF_([A-Z0-9_]+): /;
+
+/** Convert an Error thrown by the addon into a KvfError (untagged errors become INTERNAL). */
+export function fromNativeError(err: unknown): KvfError {
+  if (err instanceof KvfError) return err;
+  if (!(err instanceof Error)) return new KvfError('INTERNAL', String(err), { cause: err });
+  const tagged = NATIVE_TAG.exec(err.message);
+  const raw = (err as { kvfCode?: unknown }).kvfCode ?? tagged?.[1];
+  const message = tagged ? err.message.slice(tagged[0].length) : err.message;
+  const codeName =
+    typeof raw === 'string' && Object.hasOwn(ErrorCode, raw) ? (raw as ErrorCodeName) : 'INTERNAL';
+  return new KvfError(codeName, message, { cause: err });
+}
+
+/** Run a native call, rethrowing its errors as KvfError. */
+export function callNative<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw fromNativeError(err);
+  }
+}
+
+/** The kvfabric package root: the nearest ancestor whose package.json is named "kvfabric". */
+export function packageRoot(from: string = path.dirname(fileURLToPath(import.meta.url))): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'kvfabric') {
+      return dir;
+    }
+    if (path.dirname(dir) === dir) {
+      throw new KvfError('NATIVE_UNAVAILABLE', `no kvfabric package.json above ${from}`);
+    }
+  }
+}
+
+let binding: NativeBinding | undefined;
+
+/** Load one addon file; KvfError NATIVE_UNAVAILABLE (with the dlopen message) when it cannot. */
+export function loadAddonFile(file: string): NativeBinding {
+  if (!existsSync(file)) {
+    throw new KvfError('NATIVE_UNAVAILABLE', `native addon not found at ${file}: run npm run build:native`);
+  }
+  try {
+    return createRequire(import.meta.url)(file) as NativeBinding;
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new KvfError(
+      'NATIVE_UNAVAILABLE',
+      `cannot load native addon ${file}: ${reason} (run npm run build:native; it needs libucx-dev)`,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * The raw addon, loaded once from $KVFABRIC_NATIVE_ADDON or <package root>/native/build/Release.
+ * Throws KvfError NATIVE_UNAVAILABLE with the reason.
+ */
+export function loadNative(): NativeBinding {
+  binding ??= loadAddonFile(process.env[ADDON_PATH_ENV] ?? path.join(packageRoot(), ADDON_RELATIVE_PATH));
+  return binding;
+}
+
+// ---- checksums, benchmark, info -------------------------------------------------------------
+
+/** CRC-32C of data. `seed` is a previous CRC: crc32c(b, crc32c(a)) === crc32c(a ++ b). */
+export function crc32c(data: Uint8Array, seed = 0): number {
+  return callNative(() => loadNative().crc32c(data, seed));
+}
+
+/** CRC-32C of data[offset, offset+length); OUT_OF_RANGE if the range leaves data. */
+export function crc32cRange(data: Uint8Array, offset: number, length: number, seed = 0): number {
+  return callNative(() => loadNative().crc32cRange(data, offset, length, seed));
+}
+
+/** Native memcpy bandwidth in GB/s (1e9 bytes copied per second); blocks the event loop. */
+export function memcpyBench(bytes: number, iterations: number): { gbps: number } {
+  return { gbps: callNative(() => loadNative().memcpyBench(bytes, iterations)) };
+}
+
+export function nativeInfo(): NativeInfo {
+  return callNative(() => loadNative().info());
+}
+
+// ---- arenas ---------------------------------------------------------------------------------
+
+export interface ArenaOptions {
+  /** 'auto': CUDA when a device is usable, else host memory (logged once). */
+  kind: 'auto' | 'host' | 'cuda';
+  /** Size of one block in bytes (from the model profile). */
+  blockBytes: number;
+  blockCount: number;
+  /** CUDA device ordinal. @default 0 */
+  deviceId?: number;
+  /** Prefault host pages at open (slower open, no page faults on first touch). @default false */
+  populate?: boolean;
+  /** Refuse arenas larger than this (BAD_REQUEST). @default ARENA_BYTES_MAX_DEFAULT (64 GiB) */
+  arenaBytesMax?: number;
+  /** Where the one-line CUDA fallback notice goes. @default console.warn */
+  log?: (line: string) => void;
+}
+
+function positiveInteger(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new KvfError('BAD_REQUEST', `${name} must be a positive integer, got ${String(value)}`);
+  }
+  return value;
+}
+
+interface CompiledArenaOptions {
+  kind: 'auto' | 'host' | 'cuda';
+  blockBytes: number;
+  blockCount: number;
+  deviceId: number;
+  populate: boolean;
+  arenaBytesMax: number;
+  log: (line: string) => void;
+}
+
+function compileArenaOptions(opts: ArenaOptions): CompiledArenaOptions {
+  if (!['auto', 'host', 'cuda'].includes(opts.kind)) {
+    throw new KvfError(
+      'BAD_REQUEST',
+      `arena kind must be 'auto', 'host' or 'cuda', got ${String(opts.kind)}`,
+    );
+  }
+  const c: CompiledArenaOptions = {
+    kind: opts.kind,
+    blockBytes: positiveInteger('blockBytes', opts.blockBytes),
+    blockCount: positiveInteger('blockCount', opts.blockCount),
+    deviceId: opts.deviceId ?? 0,
+    populate: opts.populate ?? false,
+    arenaBytesMax: positiveInteger('arenaBytesMax', opts.arenaBytesMax ?? ARENA_BYTES_MAX_DEFAULT),
+    log: opts.log ?? ((line) => console.warn(line)),
+  };
+  if (!Number.isSafeInteger(c.deviceId) || c.deviceId < 0) {
+    throw new KvfError(
+      'BAD_REQUEST',
+      `deviceId must be a non-negative integer, got ${String(opts.deviceId)}`,
+    );
+  }
+  if (c.blockBytes * c.blockCount > c.arenaBytesMax) {
+    throw new KvfError(
+      'BAD_REQUEST',
+      `arena of ${c.blockCount} x ${c.blockBytes} bytes exceeds arenaBytesMax (${c.arenaBytesMax})`,
+    );
+  }
+  return c;
+}
+
+function openHandle(c: CompiledArenaOptions, kind: ArenaKind): NativeArenaHandle {
+  const { NativeArena } = loadNative();
+  return callNative(
+    () => new NativeArena(kind, c.blockBytes, c.blockCount, c.deviceId, c.populate, c.arenaBytesMax),
+  );
+}
+
+/** Why 'auto' cannot use CUDA, or undefined when a device is present. */
+function cudaUnusableReason(): string | undefined {
+  const info = nativeInfo();
+  if (!info.cudaCompiled) return 'the addon was built without CUDA';
+  if (info.cudaDevices === 0) return info.cudaError ?? 'no CUDA device present';
+  return undefined;
+}
+
+const handles = new WeakMap<Arena, NativeArenaHandle>();
+
+/** Fixed-size blocks in one host or CUDA memory region. Not thread-safe across JS workers. */
+export class Arena {
+  readonly kind: ArenaKind;
+  readonly blockBytes: number;
+  readonly blockCount: number;
+  readonly bytes: number;
+  readonly baseAddress: bigint;
+  /** CUDA device ordinal, -1 for host arenas. */
+  readonly deviceId: number;
+
+  private constructor(handle: NativeArenaHandle) {
+    handles.set(this, handle);
+    this.kind = handle.kind;
+    this.blockBytes = handle.blockBytes;
+    this.blockCount = handle.blockCount;
+    this.bytes = handle.bytes;
+    this.baseAddress = handle.baseAddress;
+    this.deviceId = handle.deviceId;
+  }
+
+  static open(opts: ArenaOptions): Arena {
+    const c = compileArenaOptions(opts);
+    if (c.kind !== 'auto') return new Arena(openHandle(c, c.kind));
+    let reason = cudaUnusableReason();
+    if (reason === undefined) {
+      try {
+        return new Arena(openHandle(c, 'cuda'));
+      } catch (err) {
+        if (!(err instanceof KvfError && err.codeName === 'CUDA_UNAVAILABLE')) throw err;
+        reason = err.message;
+      }
+    }
+    const arena = new Arena(openHandle(c, 'host'));
+    c.log(`kvfabric arena: using host memory (${arena.bytes} bytes) instead of CUDA: ${reason}`);
+    return arena;
+  }
+
+  get capacity(): number {
+    return this.call((h) => h.capacity);
+  }
+  get used(): number {
+    return this.call((h) => h.used);
+  }
+  get free(): number {
+    return this.call((h) => h.free);
+  }
+  get closed(): boolean {
+    return !handles.has(this);
+  }
+
+  /** A free block's index; ARENA_FULL when none is free. */
+  alloc(): number {
+    return this.call((h) => h.alloc());
+  }
+  /** n blocks, all or nothing (ARENA_FULL and nothing allocated). */
+  allocMany(n: number): number[] {
+    return this.call((h) => h.allocMany(n));
+  }
+  /** DOUBLE_FREE when not allocated, OUT_OF_RANGE for an index outside the arena. */
+  release(index: number): void {
+    this.call((h) => h.release(index));
+  }
+  isAllocated(index: number): boolean {
+    return this.call((h) => h.isAllocated(index));
+  }
+  /** baseAddress + index * blockBytes (a device pointer for CUDA arenas). */
+  addressOf(index: number): bigint {
+    return this.call((h) => h.addressOf(index));
+  }
+  /** Copy src into the block at offset; OUT_OF_RANGE if it would leave the block. */
+  write(index: number, offset: number, src: Uint8Array): void {
+    this.call((h) => h.write(index, offset, src));
+  }
+  /** Fill dst from the block at offset; OUT_OF_RANGE if it would leave the block. */
+  read(index: number, offset: number, dst: Uint8Array): void {
+    this.call((h) => h.read(index, offset, dst));
+  }
+  /** CRC-32C of [offset, offset+length) in the block; defaults to the rest of the block. */
+  checksum(index: number, offset?: number, length?: number): number {
+    return this.call((h) => h.checksum(index, offset, length));
+  }
+  /**
+   * Zero-copy Buffer over a host block (undefined for CUDA arenas). The view keeps the memory
+   * mapped even after close(), so it never dangles; it does not keep the block allocated.
+   */
+  hostView(index: number): Buffer | undefined {
+    return this.call((h) => h.hostView(index));
+  }
+
+  /** Idempotent. The memory is freed once no host view or UCX registration holds it. */
+  close(): void {
+    const handle = handles.get(this);
+    if (!handle) return;
+    handles.delete(this);
+    callNative(() => handle.close());
+  }
+
+  private call<T>(fn: (h: NativeArenaHandle) => T): T {
+    return callNative(() => fn(nativeArenaHandle(this)));
+  }
+}
+
+/** The native handle behind an Arena, for other native calls (UCX registration); CLOSED after close(). */
+export function nativeArenaHandle(arena: Arena): NativeArenaHandle {
+  const handle = handles.get(arena);
+  if (!handle) throw new KvfError('CLOSED', 'arena is closed');
+  return handle;
+}
+
+// ---- UCX (owned by H2b) ----
+//
+// One-sided UCX transfers. One ucp context + worker per process, driven by a native progress
+// thread that sleeps on the worker's event fd; completions come back through a threadsafe
+// function, batched. Raw handles (Native*Handle) throw tagged Errors; the classes below turn them
+// into KvfError and are the API the rest of kvfabric uses.
+
+export interface NativeUcxRegionHandle {
+  readonly address: bigint;
+  readonly length: number;
+  readonly memoryType: 'host' | 'cuda';
+  packRkey(): Buffer;
+  deregister(): void;
+}
+
+export interface NativeUcxOp {
+  remoteAddress: bigint;
+  rkey: number;
+  local: Uint8Array;
+  localOffset?: number;
+  length: number;
+}
+
+/** Per-op outcome from the addon: null when the op succeeded, else [ErrorCodeName, message]. */
+export type NativeUcxOpStatus = null | [string, string];
+
+export interface NativeUcxEndpointHandle {
+  /** True once the peer failed or an op on this endpoint timed out (the endpoint is unusable). */
+  readonly dead: boolean;
+  unpackRkey(packed: Uint8Array): number;
+  submit(kind: 'get' | 'put', ops: NativeUcxOp[]): Promise<NativeUcxOpStatus[]>;
+  close(): void;
+}
+
+export interface UcxWorkerInfo {
+  /** UCS memory types UCX can register in this process ("host", "cuda", ...). */
+  memoryTypes: string[];
+  /** 'direct': CUDA arenas are registered and moved by UCX; 'staged': UCX has no CUDA support. */
+  cudaPath: 'direct' | 'staged';
+  /** The transports option as given, or "env" when UCX_TLS (or UCX's default) decides. */
+  transports: string;
+  progress: 'event' | 'busy';
+  opTimeoutMs: number;
+  closed: boolean;
+}
+
+export interface NativeUcxWorkerHandle {
+  address(): Buffer;
+  info(): UcxWorkerInfo;
+  registerArena(arena: NativeArenaHandle): NativeUcxRegionHandle;
+  registerBuffer(buf: Uint8Array): NativeUcxRegionHandle;
+  allocBuffer(bytes: number): { buffer: Buffer; region: NativeUcxRegionHandle };
+  connect(peerAddress: Uint8Array, timeoutMs?: number): NativeUcxEndpointHandle;
+  close(): Promise<void>;
+}
+
+export interface NativeBinding {
+  NativeUcxWorker: new (opts: {
+    transports?: string;
+    busy?: boolean;
+    opTimeoutMs?: number;
+  }) => NativeUcxWorkerHandle;
+}
+
+export interface UcxWorkerOptions {
+  /** UCX_TLS-like transport list ("sm,self", "tcp"). @default UCX_TLS from the environment, else UCX's choice */
+  transports?: string;
+  /** 'event' sleeps on the worker's event fd; 'busy' spins while ops are in flight. @default 'event' */
+  progress?: 'event' | 'busy';
+  /** Every op settles within this many ms; a timed-out op closes its endpoint. @default 10000 */
+  opTimeoutMs?: number;
+}
+
+export const UCX_OP_TIMEOUT_MS_DEFAULT = 10_000;
+
+/** A registered memory range: its address and packed rkey are what a peer needs to reach it. */
+export class MemRegion {
+  readonly address: bigint;
+  readonly length: number;
+  readonly memoryType: 'host' | 'cuda';
+  #handle: NativeUcxRegionHandle;
+
+  /** @internal */
+  constructor(handle: NativeUcxRegionHandle) {
+    this.#handle = handle;
+    this.address = handle.address;
+    this.length = handle.length;
+    this.memoryType = handle.memoryType;
+  }
+  /** The rkey (and the registered range) as bytes for the peer's Endpoint.unpackRkey. */
+  packRkey(): Buffer {
+    return callNative(() => this.#handle.packRkey());
+  }
+  /** Unregisters and drops the reference that kept the memory alive. CLOSED when repeated. */
+  deregister(): void {
+    callNative(() => this.#handle.deregister());
+  }
+}
+
+/** Opaque handle from Endpoint.unpackRkey, valid for that endpoint only. */
+export interface RemoteKey {
+  readonly id: number;
+}
+
+export interface TransferOp {
+  remoteAddress: bigint;
+  rkey: RemoteKey;
+  local: Uint8Array;
+  /** @default 0 */
+  localOffset?: number;
+  length: number;
+}
+
+export interface OpResult {
+  ok: boolean;
+  error?: KvfError;
+}
+
+function toNativeOp(op: TransferOp): NativeUcxOp {
+  return {
+    remoteAddress: op.remoteAddress,
+    rkey: op.rkey.id,
+    local: op.local,
+    localOffset: op.localOffset ?? 0,
+    length: op.length,
+  };
+}
+
+function statusError(status: NativeUcxOpStatus): KvfError | undefined {
+  if (status === null) return undefined;
+  const [code, message] = status;
+  const codeName = Object.hasOwn(ErrorCode, code) ? (code as ErrorCodeName) : 'INTERNAL';
+  return new KvfError(codeName, message);
+}
+
+/**
+ * A connection to one peer worker, with peer error handling: when the peer dies, pending ops
+ * reject with PEER_UNREACHABLE (or TIMEOUT after opTimeoutMs) and later ops reject at once.
+ */
+export class Endpoint {
+  #handle: NativeUcxEndpointHandle;
+  #closed = false;
+  #pending = new Set<Promise<unknown>>();
+
+  /** @internal */
+  constructor(handle: NativeUcxEndpointHandle) {
+    this.#handle = handle;
+  }
+
+  /** True once the peer failed or an op timed out; reconnect to continue. */
+  get dead(): boolean {
+    return this.#handle.dead;
+  }
+
+  /** BAD_REQUEST for bytes that are not a packed rkey from MemRegion.packRkey. */
+  unpackRkey(packed: Uint8Array): RemoteKey {
+    this.#checkOpen();
+    return { id: callNative(() => this.#handle.unpackRkey(packed)) };
+  }
+
+  /** remote -> local. */
+  async get(op: TransferOp): Promise<void> {
+    const [status] = await this.#submit('get', [op]);
+    const err = statusError(status ?? null);
+    if (err) throw err;
+  }
+
+  /** local -> remote; resolves once the data is visible to the peer (the endpoint is flushed). */
+  async put(op: TransferOp): Promise<void> {
+    const [status] = await this.#submit('put', [op]);
+    const err = statusError(status ?? null);
+    if (err) throw err;
+  }
+
+  /** All ops in flight at once; resolves once with one result per op, in order. */
+  async getBatch(ops: TransferOp[]): Promise<OpResult[]> {
+    return this.#batch('get', ops);
+  }
+
+  /** All ops in flight, then one flush: every ok result is visible to the peer. */
+  async putBatch(ops: TransferOp[]): Promise<OpResult[]> {
+    return this.#batch('put', ops);
+  }
+
+  /** Waits for in-flight ops to settle, then closes; later ops reject with CLOSED. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled([...this.#pending]);
+    callNative(() => this.#handle.close());
+  }
+
+  async #batch(kind: 'get' | 'put', ops: TransferOp[]): Promise<OpResult[]> {
+    if (ops.length === 0) return [];
+    const statuses = await this.#submit(kind, ops);
+    return statuses.map((s) => {
+      const error = statusError(s);
+      return error ? { ok: false, error } : { ok: true };
+    });
+  }
+
+  #submit(kind: 'get' | 'put', ops: TransferOp[]): Promise<NativeUcxOpStatus[]> {
+    let p: Promise<NativeUcxOpStatus[]>;
+    try {
+      this.#checkOpen();
+      p = callNative(() => this.#handle.submit(kind, ops.map(toNativeOp)));
+    } catch (err) {
+      return Promise.reject(fromNativeError(err));
+    }
+    this.#pending.add(p);
+    const done = (): void => {
+      this.#pending.delete(p);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new KvfError('CLOSED', 'endpoint is closed');
+  }
+}
+
+/**
+ * The process's UCX worker. Only one may be open per process: create() while one is open throws
+ * BAD_REQUEST; after close() a new one may be created.
+ */
+export class UcxWorker {
+  #handle: NativeUcxWorkerHandle;
+
+  private constructor(handle: NativeUcxWorkerHandle) {
+    this.#handle = handle;
+  }
+
+  static create(opts: UcxWorkerOptions = {}): UcxWorker {
+    const opTimeoutMs = opts.opTimeoutMs ?? UCX_OP_TIMEOUT_MS_DEFAULT;
+    if (!Number.isSafeInteger(opTimeoutMs) || opTimeoutMs <= 0) {
+      throw new KvfError('BAD_REQUEST', `opTimeoutMs must be a positive integer, got ${opTimeoutMs}`);
+    }
+    const progress = opts.progress ?? 'event';
+    if (progress !== 'event' && progress !== 'busy') {
+      throw new KvfError('BAD_REQUEST', `progress must be 'event' or 'busy', got ${String(progress)}`);
+    }
+    const { NativeUcxWorker } = loadNative();
+    const nativeOpts = {
+      busy: progress === 'busy',
+      opTimeoutMs,
+      ...(opts.transports ? { transports: opts.transports } : {}),
+    };
+    return new UcxWorker(callNative(() => new NativeUcxWorker(nativeOpts)));
+  }
+
+  /** This worker's address (enveloped), to publish to peers. */
+  address(): Buffer {
+    return callNative(() => this.#handle.address());
+  }
+
+  info(): UcxWorkerInfo {
+    return callNative(() => this.#handle.info());
+  }
+
+  /** Registers the arena's whole range (host or CUDA); the arena memory stays mapped while registered. */
+  registerArena(arena: Arena): MemRegion {
+    return new MemRegion(callNative(() => this.#handle.registerArena(nativeArenaHandle(arena))));
+  }
+
+  /** Registers a client-side buffer; it is kept alive until deregister(). */
+  registerBuffer(buf: Uint8Array): MemRegion {
+    return new MemRegion(callNative(() => this.#handle.registerBuffer(buf)));
+  }
+
+  /**
+   * UCX-allocated memory (ucp_mem_map; shared memory when shm transports are on) as a Buffer with
+   * no copy. Unmapped once the region is deregistered and the Buffer is garbage collected.
+   */
+  allocBuffer(bytes: number): { buffer: Buffer; region: MemRegion } {
+    const { buffer, region } = callNative(() => this.#handle.allocBuffer(bytes));
+    return { buffer, region: new MemRegion(region) };
+  }
+
+  /**
+   * Endpoint to a peer's address (from its UcxWorker.address()). UCX connects lazily, so this does
+   * not wait for the peer; timeoutMs bounds each op on the endpoint (default: opTimeoutMs).
+   */
+  connect(peerAddress: Uint8Array, opts: { timeoutMs?: number } = {}): Endpoint {
+    return new Endpoint(callNative(() => this.#handle.connect(peerAddress, opts.timeoutMs)));
+  }
+
+  /** Fails in-flight ops with CLOSED, closes every endpoint, destroys the worker. Idempotent. */
+  async close(): Promise<void> {
+    await this.#handle.close();
+  }
+}
