@@ -88,24 +88,37 @@ export function bootActor(
   return { config, log, configFile: args.configFile };
 }
 
+export interface ShutdownWatch {
+  /** Resolves with the first SIGTERM or SIGINT. */
+  readonly signal: Promise<NodeJS.Signals>;
+  /** Stop watching (startup failed): removes the handlers and lets the process exit. */
+  dispose(): void;
+}
+
 /**
- * Resolves with the first SIGTERM or SIGINT. Keeps the event loop alive meanwhile (a pending
- * promise alone does not), and removes its handlers afterwards so a second signal kills as usual.
+ * Watch for SIGTERM/SIGINT. Call it FIRST in an actor's main, before anything is logged: a
+ * supervisor may signal as soon as it sees output, and a signal that arrives before the handler
+ * exists kills the process with no clean shutdown. Keeps the event loop alive meanwhile (a
+ * pending promise alone does not); after the first signal the handlers are removed, so a second
+ * signal kills as usual.
  */
-export function waitForShutdown(
-  signals: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'],
-): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const keepAlive = setInterval(() => {}, 1 << 30);
-    const handlers = new Map<NodeJS.Signals, () => void>();
+export function watchShutdown(signals: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT']): ShutdownWatch {
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  const handlers = new Map<NodeJS.Signals, () => void>();
+  const dispose = (): void => {
+    clearInterval(keepAlive);
+    for (const [sig, fn] of handlers) process.off(sig, fn);
+    handlers.clear();
+  };
+  const signal = new Promise<NodeJS.Signals>((resolve) => {
     for (const sig of signals) {
       const h = (): void => {
-        clearInterval(keepAlive);
-        for (const [s, fn] of handlers) process.off(s, fn);
+        dispose();
         resolve(sig);
       };
       handlers.set(sig, h);
       process.on(sig, h);
     }
   });
+  return { signal, dispose };
 }

@@ -148,7 +148,7 @@ describe('kvfabric CLI', () => {
       const timer = setTimeout(() => reject(new Error(`no config log line in 20 s:\n${stderr}`)), 20_000);
       child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
         stderr += chunk;
-        for (const line of stderr.split('\n')) {
+        for (const line of stderr.split('\n').slice(0, -1)) {
           if (!line.includes('"effective config"')) continue;
           clearTimeout(timer);
           resolve(JSON.parse(line) as Record<string, unknown>);
