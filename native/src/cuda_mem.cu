@@ -35,7 +35,7 @@ int DeviceCount(std::string* error) {
       count = 0;
       reason = std::string("cudaGetDeviceCount: ") + cudaGetErrorName(status) + " (" +
                cudaGetErrorString(status) + ")";
-      cudaGetLastError();  // clear the sticky-free error so later calls start clean
+      cudaGetLastError();  // reset the runtime's last-error state so later calls start clean
     }
   });
   if (error) *error = reason;
