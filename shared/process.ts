@@ -50,8 +50,9 @@ export function actorUsage(actor: string, what: string): string {
 }
 
 /**
- * Parse arguments, load the config and log it (secrets redacted). Returns the exit code instead
- * when the process should stop now: 0 after --help, 2 on a usage error, 1 on a bad config.
+ * Start watching for SIGTERM/SIGINT, parse arguments, load the config and log it (secrets
+ * redacted); the actor then awaits `waitForShutdown()`. Returns the exit code instead when the
+ * process should stop now: 0 after --help, 2 on a usage error, 1 on a bad config.
  */
 export function bootActor(
   actor: string,
@@ -60,16 +61,21 @@ export function bootActor(
   opts: { env?: NodeJS.ProcessEnv; overrides?: DeepPartial<KvfConfig> } = {},
 ): ActorBoot | number {
   const env = opts.env ?? process.env;
+  const shutdown = watchShutdown(); // before any output: see watchShutdown
+  const early = (code: number): number => {
+    shutdown.dispose();
+    return code;
+  };
   let args: ActorArgs;
   try {
     args = parseActorArgs(argv, env);
   } catch (err) {
     process.stderr.write(`kvfabric ${actor}: ${(err as Error).message}\n${actorUsage(actor, what)}\n`);
-    return 2;
+    return early(2);
   }
   if (args.help) {
     process.stdout.write(actorUsage(actor, what) + '\n');
-    return 0;
+    return early(0);
   }
   let config: KvfConfig;
   try {
@@ -77,7 +83,7 @@ export function bootActor(
   } catch (err) {
     const problems = (err as KvfError).details?.problems ?? [(err as Error).message];
     createLogger(actor).error('invalid config', { configFile: args.configFile, problems });
-    return 1;
+    return early(1);
   }
   const log = createLogger(actor, { level: config.log.level });
   log.info('effective config', {
@@ -95,17 +101,21 @@ export interface ShutdownWatch {
   dispose(): void;
 }
 
+/** One watch per process: bootActor starts it, the actor's main awaits it later. */
+let current: ShutdownWatch | undefined;
+
 /**
- * Watch for SIGTERM/SIGINT. Call it FIRST in an actor's main, before anything is logged: a
- * supervisor may signal as soon as it sees output, and a signal that arrives before the handler
- * exists kills the process with no clean shutdown. Keeps the event loop alive meanwhile (a
- * pending promise alone does not); after the first signal the handlers are removed, so a second
- * signal kills as usual.
+ * Watch for SIGTERM/SIGINT (idempotent: returns the active watch). bootActor calls it before
+ * anything is logged: a supervisor may signal as soon as it sees output, and a signal that
+ * arrives before a handler exists kills the process with no clean shutdown. Keeps the event
+ * loop alive meanwhile (a pending promise alone does not); after the first signal the handlers
+ * are removed, so a second signal kills as usual.
  */
 export function watchShutdown(signals: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT']): ShutdownWatch {
+  if (current) return current;
   const keepAlive = setInterval(() => {}, 1 << 30);
   const handlers = new Map<NodeJS.Signals, () => void>();
-  const dispose = (): void => {
+  const stop = (): void => {
     clearInterval(keepAlive);
     for (const [sig, fn] of handlers) process.off(sig, fn);
     handlers.clear();
@@ -113,12 +123,25 @@ export function watchShutdown(signals: readonly NodeJS.Signals[] = ['SIGTERM', '
   const signal = new Promise<NodeJS.Signals>((resolve) => {
     for (const sig of signals) {
       const h = (): void => {
-        dispose();
+        stop();
         resolve(sig);
       };
       handlers.set(sig, h);
       process.on(sig, h);
     }
   });
-  return { signal, dispose };
+  const watch: ShutdownWatch = {
+    signal,
+    dispose: () => {
+      stop();
+      if (current === watch) current = undefined;
+    },
+  };
+  current = watch;
+  return watch;
+}
+
+/** Resolves with the first SIGTERM or SIGINT (since bootActor, which starts watching). */
+export function waitForShutdown(): Promise<NodeJS.Signals> {
+  return watchShutdown().signal;
 }

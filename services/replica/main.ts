@@ -3,20 +3,16 @@
  * config and signals; the actor's behaviour lives in its state machine beside this file.
  * For now it only starts, logs its effective config and exits 0 on SIGTERM/SIGINT.
  */
-import { bootActor, watchShutdown } from '../../shared/process.js';
+import { bootActor, waitForShutdown } from '../../shared/process.js';
 
 const WHAT = "Runs a replica actor: pulls copies of its primaries' blocks so a failed node loses nothing.";
 
 export async function main(argv: string[]): Promise<number> {
-  const shutdown = watchShutdown(); // before any output: see watchShutdown
-  const boot = bootActor('replica', WHAT, argv);
-  if (typeof boot === 'number') {
-    shutdown.dispose();
-    return boot;
-  }
+  const boot = bootActor('replica', WHAT, argv); // also starts watching for SIGTERM/SIGINT
+  if (typeof boot === 'number') return boot;
   const { log } = boot;
   log.info('started');
-  const signal = await shutdown.signal;
+  const signal = await waitForShutdown();
   log.info('stopping', { signal });
   return 0;
 }

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMANDS } from '../../services/cli/main.js';
 import { PROTOCOL_VERSION } from '../../shared/protocol/codec.js';
+import { useServers } from '../harness/servers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = path.join(repo, 'bin/kvfabric.js');
@@ -30,6 +31,53 @@ function kvfabric(args: string[], env: Record<string, string> = {}): SpawnSyncRe
   });
 }
 
+/**
+ * Spawn `kvfabric <actor> --config cluster-config/local.yaml`, wait for its "effective config" log
+ * line, SIGTERM it, and expect a clean exit 0 within 5 s with a "stopping" line logged.
+ */
+async function configThenSigterm(actor: string, env: Record<string, string>): Promise<void> {
+  const child = spawn(process.execPath, [bin, actor, '--config', 'cluster-config/local.yaml'], {
+    cwd: repo,
+    env: cleanEnv({ ...env, KVFABRIC_REDIS_PASSWORD: 'hunter2' }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  try {
+    const configLine = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no config log line in 20 s:\n${stderr}`)), 20_000);
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+        stderr += chunk;
+        for (const line of stderr.split('\n').slice(0, -1)) {
+          if (!line.includes('"effective config"')) continue;
+          clearTimeout(timer);
+          resolve(JSON.parse(line) as Record<string, unknown>);
+        }
+      });
+      void exited.then(({ code }) => reject(new Error(`exited early (${code}):\n${stderr}`)));
+    });
+    expect(configLine).toMatchObject({
+      level: 'info',
+      component: actor,
+      configFile: 'cluster-config/local.yaml',
+    });
+    expect((configLine.config as { shard: { arenaBytes: number } }).shard.arenaBytes).toBe(256 * 1024 * 1024);
+    expect(JSON.stringify(configLine)).not.toContain('hunter2');
+
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 5000).unref());
+    const result = await Promise.race([exited, timeout]);
+    expect(result, stderr).toEqual({ code: 0, signal: null });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(stderr).toMatch(/"msg":"stopping","signal":"SIGTERM"/);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
+
 beforeAll(() => {
   const tsc = path.join(repo, 'node_modules/typescript/bin/tsc');
   const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: repo, encoding: 'utf8' });
@@ -41,6 +89,7 @@ beforeAll(() => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('kvfabric CLI', () => {
+  const fx = useServers();
   it('--help lists every subcommand with one line each and exits 0', () => {
     const r = kvfabric(['--help']);
     expect(r.status).toBe(0);
@@ -137,45 +186,13 @@ describe('kvfabric CLI', () => {
     expect(sub.stderr).toMatch(/unknown subcommand "nope"/);
   });
 
-  it('shard-node logs its effective config, then exits 0 within 5 s of SIGTERM', async () => {
-    const child = spawn(process.execPath, [bin, 'shard-node', '--config', 'cluster-config/local.yaml'], {
-      cwd: repo,
-      env: cleanEnv({ KVFABRIC_REDIS_PASSWORD: 'hunter2' }),
-      stdio: ['ignore', 'pipe', 'pipe'],
+  for (const actor of ['shard-node', 'replica']) {
+    it(`${actor} logs its effective config, then exits 0 within 5 s of SIGTERM`, async () => {
+      // The real servers let an actor that connects at startup (the shard node does) start for real.
+      const env = { KVFABRIC_NATS_SERVERS: fx.nats.url, KVFABRIC_REDIS_URL: fx.redis.url };
+      await configThenSigterm(actor, env);
     });
-    let stderr = '';
-    const configLine = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no config log line in 20 s:\n${stderr}`)), 20_000);
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-        stderr += chunk;
-        for (const line of stderr.split('\n').slice(0, -1)) {
-          if (!line.includes('"effective config"')) continue;
-          clearTimeout(timer);
-          resolve(JSON.parse(line) as Record<string, unknown>);
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`exited early (${code}):\n${stderr}`)));
-    });
-    expect(configLine).toMatchObject({
-      level: 'info',
-      component: 'shard-node',
-      configFile: 'cluster-config/local.yaml',
-    });
-    expect((configLine.config as { shard: { arenaBytes: number } }).shard.arenaBytes).toBe(256 * 1024 * 1024);
-    expect(JSON.stringify(configLine)).not.toContain('hunter2');
-
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-      child.once('exit', (code, signal) => resolve({ code, signal })),
-    );
-    const t0 = Date.now();
-    child.kill('SIGTERM');
-    const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 5000).unref());
-    const result = await Promise.race([exited, timeout]);
-    if (result === 'timeout') child.kill('SIGKILL');
-    expect(result).toEqual({ code: 0, signal: null });
-    expect(Date.now() - t0).toBeLessThan(5000);
-    expect(stderr).toMatch(/"msg":"stopping","signal":"SIGTERM"/);
-  });
+  }
 
   it('an actor with a bad config exits 1 with the problems in a JSON log line', () => {
     const r = kvfabric(['replica', '--config', 'cluster-config/local.yaml'], {
