@@ -1,0 +1,194 @@
+/**
+ * The SDK's side of the data plane: one UCX worker per process (shared by every client in it,
+ * reference-counted), one endpoint per shard node (re-created when the node's worker address
+ * changes, i.e. it restarted), and each node's per-model rkeys unpacked once per endpoint.
+ *
+ * Only bulk KV bytes travel here; control messages stay on NATS. Local buffers need no prior
+ * registration: the native layer hands UCX a pointer and UCX registers it (with its registration
+ * cache) when the transport needs it; buffers from `allocBuffer` are pre-registered.
+ */
+import {
+  UcxWorker,
+  type Endpoint,
+  type MemRegion,
+  type OpResult,
+  type RemoteKey,
+  type TransferOp,
+  type UcxWorkerOptions,
+} from '../../native/index.js';
+import { KvfError, toKvfError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { MemberRecord } from '../protocol/cluster.js';
+
+export interface UcxClientOptions {
+  /** UCX transports (UCX_TLS syntax), e.g. 'tcp' or 'rc,cuda_copy'. @default UCX's own choice */
+  transports?: string;
+  /** Per-batch deadline inside the native layer. @default 10000 (config ucx.opTimeoutMs) */
+  opTimeoutMs?: number;
+  /**
+   * Use this worker instead of the process's shared one (the native layer allows one open worker
+   * per process, so a process that also hosts a shard node passes that node's worker). The SDK
+   * never closes a worker it was given.
+   */
+  worker?: UcxWorker;
+}
+
+interface SharedWorker {
+  worker: UcxWorker;
+  refs: number;
+}
+
+let shared: SharedWorker | undefined;
+
+/**
+ * The process's UCX worker, created on first use. Options of later callers are ignored (one
+ * worker serves the process; the first client's transports win).
+ */
+function acquireWorker(opts: UcxClientOptions): UcxWorker {
+  if (opts.worker !== undefined) return opts.worker;
+  if (shared === undefined) {
+    const wopts: UcxWorkerOptions = {};
+    if (opts.transports !== undefined) wopts.transports = opts.transports;
+    if (opts.opTimeoutMs !== undefined) wopts.opTimeoutMs = opts.opTimeoutMs;
+    shared = { worker: UcxWorker.create(wopts), refs: 0 };
+  }
+  shared.refs++;
+  return shared.worker;
+}
+
+async function releaseWorker(worker: UcxWorker): Promise<void> {
+  if (shared === undefined || shared.worker !== worker) return;
+  shared.refs--;
+  if (shared.refs > 0) return;
+  shared = undefined;
+  await worker.close();
+}
+
+const regions = new FinalizationRegistry<MemRegion>((region) => {
+  try {
+    region.deregister();
+  } catch {
+    // already deregistered (worker closed): nothing to free
+  }
+});
+
+interface Peer {
+  nodeId: string;
+  ucxAddress: string;
+  endpoint: Endpoint;
+  /** `${model}\u0000${rkey base64}` -> unpacked rkey. */
+  rkeys: Map<string, RemoteKey>;
+}
+
+/** One block transfer between a local buffer range and a remote address. */
+export interface BlockTransfer {
+  remoteAddress: bigint;
+  local: Uint8Array;
+  localOffset: number;
+  length: number;
+}
+
+export class DataPlane {
+  private worker: UcxWorker | undefined;
+  private readonly peers = new Map<string, Peer>();
+  private closed = false;
+
+  constructor(
+    private readonly opts: UcxClientOptions,
+    private readonly logger?: Logger,
+  ) {}
+
+  /**
+   * Host memory registered with UCX once, for zero-copy transfers on RDMA transports. The region
+   * is deregistered when the memory's last view is garbage collected.
+   */
+  allocBuffer(bytes: number): Buffer {
+    const { buffer, region } = this.ucx().allocBuffer(bytes);
+    regions.register(buffer.buffer, region);
+    return buffer;
+  }
+
+  /** Per-op outcomes; a failure of the whole batch (peer gone) rejects with a KvfError. */
+  get(member: MemberRecord, model: string, transfers: readonly BlockTransfer[]): Promise<OpResult[]> {
+    return this.run('get', member, model, transfers);
+  }
+
+  put(member: MemberRecord, model: string, transfers: readonly BlockTransfer[]): Promise<OpResult[]> {
+    return this.run('put', member, model, transfers);
+  }
+
+  /** Forget a node's endpoint (after it failed), so the next transfer reconnects. */
+  dropPeer(nodeId: string): void {
+    const p = this.peers.get(nodeId);
+    if (p === undefined) return;
+    this.peers.delete(nodeId);
+    p.endpoint.close().catch((err: unknown) => this.logger?.debug('endpoint close failed', { nodeId, err }));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const peers = [...this.peers.values()];
+    this.peers.clear();
+    await Promise.allSettled(peers.map((p) => p.endpoint.close()));
+    if (this.worker !== undefined && this.worker !== this.opts.worker) await releaseWorker(this.worker);
+    this.worker = undefined;
+  }
+
+  private ucx(): UcxWorker {
+    if (this.closed) throw new KvfError('CLOSED', 'data plane is closed');
+    this.worker ??= acquireWorker(this.opts);
+    return this.worker;
+  }
+
+  private async run(
+    kind: 'get' | 'put',
+    member: MemberRecord,
+    model: string,
+    transfers: readonly BlockTransfer[],
+  ): Promise<OpResult[]> {
+    if (transfers.length === 0) return [];
+    const { peer, rkey } = this.peerFor(member, model);
+    const ops: TransferOp[] = transfers.map((t) => ({
+      remoteAddress: t.remoteAddress,
+      rkey,
+      local: t.local,
+      localOffset: t.localOffset,
+      length: t.length,
+    }));
+    try {
+      const results = kind === 'get' ? await peer.endpoint.getBatch(ops) : await peer.endpoint.putBatch(ops);
+      if (results.some((r) => !r.ok && r.error?.codeName === 'PEER_UNREACHABLE')) this.dropPeer(peer.nodeId);
+      return results;
+    } catch (err) {
+      this.dropPeer(peer.nodeId);
+      throw toKvfError(err);
+    }
+  }
+
+  private peerFor(member: MemberRecord, model: string): { peer: Peer; rkey: RemoteKey } {
+    const region = Object.hasOwn(member.models, model) ? member.models[model] : undefined;
+    if (region === undefined) {
+      throw new KvfError('UNKNOWN_MODEL', `node ${member.nodeId} publishes no region for model ${model}`, {
+        details: { nodeId: member.nodeId, model },
+      });
+    }
+    let peer = this.peers.get(member.nodeId);
+    if (peer !== undefined && (peer.ucxAddress !== member.ucxAddress || peer.endpoint.dead)) {
+      this.dropPeer(member.nodeId);
+      peer = undefined;
+    }
+    if (peer === undefined) {
+      const endpoint = this.ucx().connect(Buffer.from(member.ucxAddress, 'base64'));
+      peer = { nodeId: member.nodeId, ucxAddress: member.ucxAddress, endpoint, rkeys: new Map() };
+      this.peers.set(member.nodeId, peer);
+    }
+    const key = `${model}\u0000${region.rkey}`;
+    let rkey = peer.rkeys.get(key);
+    if (rkey === undefined) {
+      rkey = peer.endpoint.unpackRkey(Buffer.from(region.rkey, 'base64'));
+      peer.rkeys.set(key, rkey);
+    }
+    return { peer, rkey };
+  }
+}

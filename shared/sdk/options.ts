@@ -1,0 +1,187 @@
+/**
+ * Connect options in three stages (public ConnectOptions with documented defaults ->
+ * compileOptions() validating and normalising -> the values the flows use).
+ */
+import { KvfError } from '../errors.js';
+import type { KvfConfig } from '../config.js';
+import type { Logger } from '../log.js';
+import { SHARD_LIMITS } from '../protocol/shard.js';
+import type { UcxClientOptions } from './dataplane.js';
+
+export interface ConnectOptions {
+  /** A loaded deployment config; the explicit options below override its fields. */
+  config?: KvfConfig;
+  /** NATS servers. @default config.nats.servers, else 'nats://127.0.0.1:4222' */
+  natsServers?: string | string[];
+  natsUser?: string;
+  natsPass?: string;
+  natsToken?: string;
+  /** Redis holding the prefix index. @default config.redis.url, else 'redis://127.0.0.1:6379' */
+  redisUrl?: string;
+  redisPassword?: string;
+  /** Prefix of the index's Redis keys. @default config.redis.keyPrefix, else 'kvf' */
+  keyPrefix?: string;
+  /** Sliding TTL of index entries. @default config.redis.indexTtlSeconds, else 86400 */
+  indexTtlSeconds?: number;
+  /** Tenant namespace used when a call names none. @default 'default' */
+  namespace?: string;
+  /** Model id used when a call names none (the convenience API needs one). */
+  model?: string;
+  /** Timeout of one shard request (locate, allocate, commit...). @default config.nats.requestTimeoutMs, else 5000 */
+  requestTimeoutMs?: number;
+  /** Timeout of one Redis command; past it the lookup degrades to a miss. @default 1000 */
+  indexCommandTimeoutMs?: number;
+  /** How long connect waits for Redis before running degraded. @default 2000 */
+  indexConnectWaitMs?: number;
+  /** How long connect (and a get or put) waits for the first placement table. @default 10000 */
+  placementWaitMs?: number;
+  /** Refresh-and-retry rounds after a shard refuses with STALE_EPOCH / NOT_OWNER. @default 1 */
+  staleRetriesMax?: number;
+  /** Blocks in one request to one node (a longer prompt is served in part). @default 4096 */
+  blocksPerRequestMax?: number;
+  /** Lease-release requests in flight at once (they are fire-and-forget). @default 4 */
+  releaseConcurrencyMax?: number;
+  /** Queued releases beyond this are dropped (leases expire on their own). @default 1024 */
+  releaseQueueMax?: number;
+  /** Re-checks of blocks another writer was writing ('busy') before giving up on indexing them. @default 3 */
+  busyRecheckMax?: number;
+  /** Delay before the first busy re-check; doubles each time. @default 20 */
+  busyRecheckDelayMs?: number;
+  /** When Redis is unreachable, ask the shards directly (slower) instead of missing. @default true */
+  degradedShardLookup?: boolean;
+  /** Latency samples kept per operation for percentiles. @default 4096 */
+  latencySamplesMax?: number;
+  /** UCX options. @default config.ucx */
+  ucx?: UcxClientOptions;
+  logger?: Logger;
+}
+
+export interface CompiledOptions {
+  natsServers: string[];
+  natsUser: string | undefined;
+  natsPass: string | undefined;
+  natsToken: string | undefined;
+  redisUrl: string;
+  redisPassword: string | undefined;
+  keyPrefix: string;
+  indexTtlSeconds: number;
+  namespace: string;
+  model: string | undefined;
+  requestTimeoutMs: number;
+  indexCommandTimeoutMs: number;
+  indexConnectWaitMs: number;
+  placementWaitMs: number;
+  staleRetriesMax: number;
+  blocksPerRequestMax: number;
+  releaseConcurrencyMax: number;
+  releaseQueueMax: number;
+  busyRecheckMax: number;
+  busyRecheckDelayMs: number;
+  degradedShardLookup: boolean;
+  latencySamplesMax: number;
+  ucx: UcxClientOptions;
+  logger: Logger | undefined;
+}
+
+export const CONNECT_DEFAULTS = {
+  natsServers: ['nats://127.0.0.1:4222'],
+  redisUrl: 'redis://127.0.0.1:6379',
+  keyPrefix: 'kvf',
+  indexTtlSeconds: 86_400,
+  namespace: 'default',
+  requestTimeoutMs: 5000,
+  indexCommandTimeoutMs: 1000,
+  indexConnectWaitMs: 2000,
+  placementWaitMs: 10_000,
+  staleRetriesMax: 1,
+  blocksPerRequestMax: SHARD_LIMITS.blocksPerRequestMax,
+  releaseConcurrencyMax: 4,
+  releaseQueueMax: 1024,
+  busyRecheckMax: 3,
+  busyRecheckDelayMs: 20,
+  degradedShardLookup: true,
+  latencySamplesMax: 4096,
+} as const;
+
+function int(name: string, v: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!Number.isSafeInteger(v) || v < min || v > max) {
+    throw new KvfError(
+      'CONFIG_INVALID',
+      `${name}: expected an integer in [${min}, ${max}], got ${String(v)}`,
+      {
+        details: { option: name },
+      },
+    );
+  }
+  return v;
+}
+
+const NAMESPACE = /^[^\s]{1,256}$/;
+
+/** Validates a namespace (any non-blank string up to 256 chars; it is hashed, never a key part). */
+export function checkNamespace(ns: unknown): string {
+  if (typeof ns !== 'string' || !NAMESPACE.test(ns)) {
+    throw new KvfError('BAD_REQUEST', `namespace: expected 1-256 non-space characters, got ${String(ns)}`);
+  }
+  return ns;
+}
+
+export function compileOptions(o: ConnectOptions): CompiledOptions {
+  const c = o.config;
+  const d = CONNECT_DEFAULTS;
+  const servers = o.natsServers ?? c?.nats.servers ?? d.natsServers;
+  const natsServers = typeof servers === 'string' ? servers.split(',').map((x) => x.trim()) : [...servers];
+  if (natsServers.length === 0 || natsServers.some((x) => x.length === 0)) {
+    throw new KvfError('CONFIG_INVALID', 'natsServers: expected at least one server URL');
+  }
+  const ucx: UcxClientOptions = { ...o.ucx };
+  ucx.transports ??= c?.ucx.transports;
+  ucx.opTimeoutMs ??= c?.ucx.opTimeoutMs;
+  return {
+    natsServers,
+    natsUser: o.natsUser ?? c?.nats.user,
+    natsPass: o.natsPass ?? c?.nats.pass,
+    natsToken: o.natsToken ?? c?.nats.token,
+    redisUrl: o.redisUrl ?? c?.redis.url ?? d.redisUrl,
+    redisPassword: o.redisPassword ?? c?.redis.password,
+    keyPrefix: o.keyPrefix ?? c?.redis.keyPrefix ?? d.keyPrefix,
+    indexTtlSeconds: int(
+      'indexTtlSeconds',
+      o.indexTtlSeconds ?? c?.redis.indexTtlSeconds ?? d.indexTtlSeconds,
+      1,
+    ),
+    namespace: checkNamespace(o.namespace ?? d.namespace),
+    model: o.model,
+    requestTimeoutMs: int(
+      'requestTimeoutMs',
+      o.requestTimeoutMs ?? c?.nats.requestTimeoutMs ?? d.requestTimeoutMs,
+      1,
+    ),
+    indexCommandTimeoutMs: int(
+      'indexCommandTimeoutMs',
+      o.indexCommandTimeoutMs ?? d.indexCommandTimeoutMs,
+      1,
+    ),
+    indexConnectWaitMs: int('indexConnectWaitMs', o.indexConnectWaitMs ?? d.indexConnectWaitMs, 0),
+    placementWaitMs: int('placementWaitMs', o.placementWaitMs ?? d.placementWaitMs, 0),
+    staleRetriesMax: int('staleRetriesMax', o.staleRetriesMax ?? d.staleRetriesMax, 0, 8),
+    blocksPerRequestMax: int(
+      'blocksPerRequestMax',
+      o.blocksPerRequestMax ?? d.blocksPerRequestMax,
+      1,
+      SHARD_LIMITS.blocksPerRequestMax,
+    ),
+    releaseConcurrencyMax: int(
+      'releaseConcurrencyMax',
+      o.releaseConcurrencyMax ?? d.releaseConcurrencyMax,
+      1,
+    ),
+    releaseQueueMax: int('releaseQueueMax', o.releaseQueueMax ?? d.releaseQueueMax, 0),
+    busyRecheckMax: int('busyRecheckMax', o.busyRecheckMax ?? d.busyRecheckMax, 0, 16),
+    busyRecheckDelayMs: int('busyRecheckDelayMs', o.busyRecheckDelayMs ?? d.busyRecheckDelayMs, 0),
+    degradedShardLookup: o.degradedShardLookup ?? d.degradedShardLookup,
+    latencySamplesMax: int('latencySamplesMax', o.latencySamplesMax ?? d.latencySamplesMax, 1, 1 << 20),
+    ucx,
+    logger: o.logger,
+  };
+}
