@@ -110,6 +110,15 @@ export class MemberAgent {
     }
   }
 
+  /**
+   * Stop heartbeating without deleting the key: what a crashed or hung process looks like to the
+   * coordinator, which declares the node dead after nodeDeadAfterMs.
+   */
+  halt(): void {
+    this.state = 'stopped';
+    if (this.timer) clearTimeout(this.timer);
+  }
+
   /** The record as last written. */
   current(): MemberRecord | undefined {
     return this.record ? { ...this.record } : undefined;

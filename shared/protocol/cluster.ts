@@ -215,7 +215,10 @@ export const memberRecordSchema = s.object({
     }),
   ),
 });
-export type MemberRecord = Infer<typeof memberRecordSchema>;
+/** `labels` is optional (the schema's inferred type would make the key required). */
+export type MemberRecord = Omit<Infer<typeof memberRecordSchema>, 'labels'> & {
+  labels?: Record<string, string>;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Placement table (bucket kvf_placement, key 'table')

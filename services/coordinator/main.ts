@@ -1,0 +1,79 @@
+/**
+ * Entry point of the coordinator actor (`kvfabric coordinator --config <file>`). Thin on purpose:
+ * reads the config, connects to NATS, runs the Coordinator state machine and, on SIGTERM/SIGINT,
+ * resigns the leader lease (if held, so a standby takes over at once) and closes.
+ */
+import os from 'node:os';
+import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
+import type { KvfConfig } from '../../shared/config.js';
+import { bootActor, watchShutdown } from '../../shared/process.js';
+import { Coordinator } from './coordinator.js';
+
+const WHAT =
+  'Runs a coordinator: membership, the placement table and the leader lease (one leads, others wait).';
+
+/** NATS connection options from the config (shared shape with the other actors). */
+export function natsOptions(cfg: KvfConfig, name: string): ConnectionOptions {
+  const o: ConnectionOptions = {
+    servers: cfg.nats.servers,
+    name,
+    // Reconnect forever: a coordinator outlives NATS server restarts.
+    maxReconnectAttempts: -1,
+  };
+  if (cfg.nats.user !== undefined) o.user = cfg.nats.user;
+  if (cfg.nats.pass !== undefined) o.pass = cfg.nats.pass;
+  if (cfg.nats.token !== undefined) o.token = cfg.nats.token;
+  if (cfg.nats.tls) o.tls = {};
+  return o;
+}
+
+/** A coordinator id unique per process unless configured: host name and pid. */
+export function defaultCoordinatorId(): string {
+  return `${os
+    .hostname()
+    .replace(/[^A-Za-z0-9_-]/g, '-')
+    .slice(0, 48)}-${process.pid}`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const shutdown = watchShutdown(); // before any output: see watchShutdown
+  const boot = bootActor('coordinator', WHAT, argv);
+  if (typeof boot === 'number') {
+    shutdown.dispose();
+    return boot;
+  }
+  const { config, log } = boot;
+  const id = config.coordinator.id ?? defaultCoordinatorId();
+  let nc: NatsConnection;
+  try {
+    nc = await connect(natsOptions(config, `kvf-coordinator-${id}`));
+  } catch (err) {
+    log.error('cannot connect to NATS', { servers: config.nats.servers, err });
+    shutdown.dispose();
+    return 1;
+  }
+  let coordinator: Coordinator;
+  try {
+    coordinator = await Coordinator.start(nc, {
+      id,
+      spec: { ...config.partition },
+      replicationFactor: config.coordinator.replicationFactor,
+      heartbeatIntervalMs: config.coordinator.heartbeatIntervalMs,
+      nodeDeadAfterMs: config.coordinator.nodeDeadAfterMs,
+      leaderLeaseTtlMs: config.coordinator.leaderLeaseTtlMs,
+      logger: log,
+    });
+  } catch (err) {
+    log.error('coordinator failed to start', { err });
+    await nc.close();
+    shutdown.dispose();
+    return 1;
+  }
+  log.info('started', { id });
+  // A signal that arrived during startup has already resolved this: we stop right away.
+  const signal = await shutdown.signal;
+  log.info('stopping', { signal, leader: coordinator.isLeader() });
+  await coordinator.stop();
+  await nc.drain().catch(() => nc.close());
+  return 0;
+}

@@ -1,0 +1,277 @@
+/**
+ * What the leader does while it leads, for one term: watch membership, declare silent members
+ * dead, keep the placement table right (CAS-written, term-stamped), publish events and serve the
+ * coordinator endpoints. A new term gets a new session; closing a session stops all of it.
+ */
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { ClusterBuckets } from '../../shared/cluster/buckets.js';
+import { publishEvent, type ClusterEvent } from '../../shared/cluster/events.js';
+import { isWrongLastSequence } from '../../shared/cluster/kv-util.js';
+import {
+  CLUSTER_LIMITS,
+  decodePlacementTable,
+  encodeRecord,
+  EVENT_SUBJECTS,
+  PLACEMENT_KEY,
+  type MemberEvent,
+  type MemberRecord,
+  type PlacementTable,
+} from '../../shared/protocol/cluster.js';
+import type { ResolvedCoordinatorOptions } from './coordinator.js';
+import { serveCoordinatorEndpoints } from './endpoints.js';
+import { MembershipTable, MembershipWatcher, type MembershipChange } from './membership.js';
+import { computePlacement } from './placement.js';
+
+/** Attempts at one placement write when the CAS loses to a same-or-lower-term writer. */
+const PLACEMENT_CAS_ATTEMPTS_MAX = 3;
+
+interface Base {
+  table: PlacementTable | undefined;
+  /** KV revision of the stored table (0 = none stored). */
+  revision: number;
+}
+
+export class LeaderSession {
+  private base: Base = { table: undefined, revision: 0 };
+  private membership: MembershipTable;
+  private watcher: MembershipWatcher | undefined;
+  private subs: Subscription[] = [];
+  private deadTimer: NodeJS.Timeout | undefined;
+  private debounce: NodeJS.Timeout | undefined;
+  private pendingReasons: string[] = [];
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+  /** A newer term wrote the table: this session must never write again. */
+  private superseded = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly b: ClusterBuckets,
+    private readonly o: ResolvedCoordinatorOptions,
+    private readonly term: number,
+    private readonly isLeader: () => boolean,
+    private readonly hooks: { stepDown: () => void },
+  ) {
+    this.membership = new MembershipTable(o.logger);
+  }
+
+  async start(): Promise<void> {
+    await this.loadTable();
+    if (this.closed || this.superseded) return;
+    await this.startMembership();
+    if (this.closed) return;
+    // The election write: stamps the table with this term so older leaders' writes now fail.
+    await this.enqueue(() => this.reconcile(`leader ${this.o.id} elected (term ${this.term})`, true));
+    if (this.closed) return;
+    this.subs = serveCoordinatorEndpoints({
+      nc: this.nc,
+      models: this.b.models,
+      leaderId: this.o.id,
+      term: this.term,
+      spec: this.o.spec,
+      replicationFactor: this.o.replicationFactor,
+      isLeader: this.isLeader,
+      table: () => (this.base.table ? { table: this.base.table, revision: this.base.revision } : undefined),
+      members: () => this.membership.live(),
+      nowMs: () => this.o.clock.nowMs(),
+      logger: this.o.logger,
+    });
+    this.scheduleDeadCheck();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.deadTimer) clearTimeout(this.deadTimer);
+    if (this.debounce) clearTimeout(this.debounce);
+    this.watcher?.stop();
+    for (const s of this.subs) s.unsubscribe();
+    await this.chain;
+  }
+
+  /** Leader steps run one at a time; the returned promise carries the step's own outcome. */
+  private enqueue(fn: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(fn);
+    this.chain = next.catch((err: unknown) => this.o.logger?.error('leader step failed', { err }));
+    return next;
+  }
+
+  /** A step nobody awaits (its failure is logged by the chain). */
+  private background(fn: () => Promise<void>): Promise<void> {
+    return this.enqueue(fn).catch(() => undefined);
+  }
+
+  private async loadTable(): Promise<void> {
+    const e = await this.b.placement.get(PLACEMENT_KEY);
+    if (e === null) return;
+    let table: PlacementTable | undefined;
+    if (e.operation === 'PUT') {
+      try {
+        table = decodePlacementTable(e.value);
+      } catch (err) {
+        this.o.logger?.error('stored placement table invalid; replacing it', { revision: e.revision, err });
+      }
+    }
+    this.base = { table, revision: e.revision };
+    if (table !== undefined && table.term > this.term) this.fenced(table);
+  }
+
+  private async startMembership(): Promise<void> {
+    this.watcher?.stop();
+    this.membership = new MembershipTable(this.o.logger);
+    const w = new MembershipWatcher(
+      this.b.members,
+      this.membership,
+      () => this.o.clock.nowMs(),
+      (c) => this.onMembershipChange(c),
+      () => void this.restartMembership(),
+      this.o.logger,
+    );
+    this.watcher = w;
+    await w.start();
+  }
+
+  /** The watch broke: take a fresh snapshot (every member gets a new full grace period). */
+  private async restartMembership(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.startMembership();
+      this.scheduleReconcile('membership watch restarted');
+    } catch (err) {
+      this.o.logger?.error('membership restart failed; stepping down', { err });
+      this.hooks.stepDown();
+    }
+  }
+
+  private onMembershipChange(c: MembershipChange): void {
+    const record = c.kind === 'left' ? c.record : c.member.record;
+    if (c.kind !== 'reweighted') this.memberEvent(c.kind, record);
+    this.scheduleReconcile(`member ${c.kind}: ${record.nodeId}`);
+  }
+
+  private scheduleReconcile(reason: string): void {
+    if (this.closed) return;
+    this.pendingReasons.push(reason);
+    if (this.debounce) return;
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined;
+      const reasons = this.pendingReasons.splice(0);
+      void this.background(() => this.reconcile(reasons.join('; ').slice(0, 1024), false));
+    }, this.o.placementDebounceMs);
+  }
+
+  private scheduleDeadCheck(): void {
+    if (this.closed) return;
+    const every = Math.min(this.o.heartbeatIntervalMs, this.o.nodeDeadAfterMs / 4);
+    this.deadTimer = setTimeout(() => {
+      void this.background(() => this.checkDead()).finally(() => this.scheduleDeadCheck());
+    }, every);
+  }
+
+  /** Declare silent members dead: delete their key by CAS (a heartbeat that lands first wins). */
+  private async checkDead(): Promise<void> {
+    if (this.closed || !this.isLeader()) return;
+    for (const m of this.membership.silent(this.o.clock.nowMs(), this.o.nodeDeadAfterMs)) {
+      const { nodeId, incarnation } = m.record;
+      try {
+        await this.b.members.delete(nodeId, { previousSeq: m.revision });
+      } catch (err) {
+        if (isWrongLastSequence(err)) continue; // it just heartbeated; the watch will show it
+        throw err;
+      }
+      this.o.logger?.warn('member declared dead', {
+        nodeId,
+        incarnation,
+        silentMs: this.o.clock.nowMs() - m.lastChangeAtMs,
+      });
+      this.membership.markDead(nodeId, incarnation);
+      this.memberEvent('dead', m.record);
+      this.scheduleReconcile(`member dead: ${nodeId}`);
+    }
+  }
+
+  /** Compute and CAS-write the table if it changed (always when `force`). */
+  private async reconcile(reason: string, force: boolean): Promise<void> {
+    for (let attempt = 1; attempt <= PLACEMENT_CAS_ATTEMPTS_MAX; attempt++) {
+      if (this.closed || this.superseded || !this.isLeader()) return;
+      const result = computePlacement({
+        prev: this.base.table,
+        spec: this.o.spec,
+        replicationFactor: this.o.replicationFactor,
+        nodes: this.membership.live().map((m) => ({
+          nodeId: m.record.nodeId,
+          weight: m.record.capacityBytes,
+          role: m.record.role,
+          incarnation: m.record.incarnation,
+        })),
+        term: this.term,
+        leaderId: this.o.id,
+        reason,
+        nowWallMs: this.o.clock.wallMs(),
+      });
+      if (!result.changed && !force && this.base.table?.term === this.term) return;
+      const json = encodeRecord(result.table);
+      if (json.length > CLUSTER_LIMITS.placementTableBytesMax) {
+        this.o.logger?.error('placement table too large; not written', { bytes: json.length });
+        return;
+      }
+      if (this.superseded || !this.isLeader()) return;
+      try {
+        const revision =
+          this.base.revision === 0
+            ? await this.b.placement.create(PLACEMENT_KEY, json)
+            : await this.b.placement.update(PLACEMENT_KEY, json, this.base.revision);
+        this.base = { table: result.table, revision };
+      } catch (err) {
+        if (!isWrongLastSequence(err)) throw err;
+        await this.loadTable();
+        continue;
+      }
+      this.o.logger?.info('placement written', {
+        epoch: result.table.epoch,
+        moves: result.moves.length,
+        reason,
+      });
+      this.event({
+        subject: EVENT_SUBJECTS.placement,
+        body: {
+          epoch: result.table.epoch,
+          term: this.term,
+          leaderId: this.o.id,
+          moves: result.moves,
+          reason,
+          at: this.o.clock.wallMs(),
+        },
+      });
+      return;
+    }
+    this.o.logger?.warn('placement write kept losing its CAS; will retry on the next change', { reason });
+  }
+
+  private fenced(table: PlacementTable): void {
+    this.o.logger?.warn('placement written by a newer term; stepping down', {
+      term: this.term,
+      tableTerm: table.term,
+    });
+    this.superseded = true;
+    this.hooks.stepDown();
+  }
+
+  private memberEvent(event: MemberEvent['event'], r: MemberRecord): void {
+    this.event({
+      subject: EVENT_SUBJECTS.member,
+      body: {
+        event,
+        nodeId: r.nodeId,
+        incarnation: r.incarnation,
+        role: r.role,
+        term: this.term,
+        at: this.o.clock.wallMs(),
+      },
+    });
+  }
+
+  private event(e: ClusterEvent): void {
+    publishEvent(this.b.js, e).catch((err: unknown) => this.o.logger?.warn('event not published', { err }));
+  }
+}
