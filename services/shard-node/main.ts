@@ -1,11 +1,81 @@
 /**
- * Entry point of the shard-node actor (`kvfabric shard-node --config <file>`). Thin on purpose: it reads the
- * config and signals; the actor's behaviour lives in its state machine beside this file.
- * For now it only starts, logs its effective config and exits 0 on SIGTERM/SIGINT.
+ * Entry point of the shard-node actor (`kvfabric shard-node --config <file>`). Thin on purpose: it
+ * reads the config, opens the transports (NATS, Redis index, one UCX worker per process), runs a
+ * ShardNode (./shard-node.ts) and shuts it down on SIGTERM/SIGINT: stop taking requests, let
+ * in-flight ones finish (bounded by drainTimeoutMs), delete the member record, close the arenas,
+ * UCX, NATS and Redis, exit 0. A failed start exits 1 after closing what was opened.
  */
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { packageRoot, UcxWorker } from '../../native/index.js';
+import type { KvfConfig } from '../../shared/config.js';
+import { PrefixIndex } from '../../shared/index/prefix-index.js';
+import type { Logger } from '../../shared/log.js';
 import { bootActor, watchShutdown } from '../../shared/process.js';
+import { ShardNode } from './shard-node.js';
 
 const WHAT = 'Runs a shard node: owns memory arenas and serves allocate/commit/locate/release over NATS.';
+
+/** Bound on closing one transport at shutdown: a wedged peer must not keep the process alive. */
+const CLOSE_TIMEOUT_MS = 5000;
+
+/** `shard.id`, else `<hostname>-<pid>` reduced to what a subject token allows. */
+export function defaultNodeId(config: KvfConfig): string {
+  if (config.shard.id) return config.shard.id;
+  const host =
+    os
+      .hostname()
+      .replace(/[^A-Za-z0-9_-]/g, '-')
+      .slice(0, 40) || 'node';
+  return `${host}-${process.pid}`;
+}
+
+function packageVersion(): string | undefined {
+  try {
+    const pkg = JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as {
+      version?: string;
+    };
+    return pkg.version;
+  } catch {
+    return undefined;
+  }
+}
+
+export function natsConnectOptions(config: KvfConfig, name: string): Parameters<typeof connect>[0] {
+  const n = config.nats;
+  return {
+    servers: n.servers,
+    name,
+    ...(n.user !== undefined ? { user: n.user, pass: n.pass } : {}),
+    ...(n.token !== undefined ? { token: n.token } : {}),
+    ...(n.tls ? { tls: {} } : {}),
+    // A shard node outlives NATS restarts: keep reconnecting.
+    maxReconnectAttempts: -1,
+  };
+}
+
+async function bounded(
+  what: string,
+  log: Logger,
+  p: Promise<unknown> | undefined,
+  timeoutMs = CLOSE_TIMEOUT_MS,
+): Promise<void> {
+  if (p === undefined) return;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      log.warn(`${what} did not close in time`, { timeoutMs });
+      resolve();
+    }, timeoutMs);
+  });
+  try {
+    await Promise.race([p.catch((err: unknown) => log.warn(`${what} close failed`, { err })), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 export async function main(argv: string[]): Promise<number> {
   const shutdown = watchShutdown(); // before any output: see watchShutdown
@@ -14,9 +84,47 @@ export async function main(argv: string[]): Promise<number> {
     shutdown.dispose();
     return boot;
   }
-  const { log } = boot;
-  log.info('started');
-  const signal = await shutdown.signal;
-  log.info('stopping', { signal });
-  return 0;
+  const { config, log } = boot;
+  const nodeId = defaultNodeId(config);
+  let nc: NatsConnection | undefined;
+  let index: PrefixIndex | undefined;
+  let ucx: UcxWorker | undefined;
+  let node: ShardNode | undefined;
+  let code = 0;
+  try {
+    nc = await connect(natsConnectOptions(config, `kvfabric-shard-${nodeId}`));
+    index = new PrefixIndex({
+      url: config.redis.url,
+      keyPrefix: config.redis.keyPrefix,
+      ttlSeconds: config.redis.indexTtlSeconds,
+      ...(config.redis.password !== undefined ? { password: config.redis.password } : {}),
+    });
+    // Not fatal: without Redis evictions only leave stale index entries (a shortened hit).
+    if (!(await index.ready(5000))) log.warn('redis not reachable yet; index removals degrade', {});
+    ucx = UcxWorker.create({
+      ...(config.ucx.transports !== undefined ? { transports: config.ucx.transports } : {}),
+      opTimeoutMs: config.ucx.opTimeoutMs,
+    });
+    node = new ShardNode(ShardNode.optionsFromConfig(config, nodeId, packageVersion()), {
+      nc,
+      ucx,
+      index,
+      logger: log,
+    });
+    await node.start();
+    log.info('ready', { nodeId, pid: process.pid });
+    const signal = await shutdown.signal;
+    log.info('stopping', { signal });
+  } catch (err) {
+    log.error('shard node failed', { nodeId, err });
+    shutdown.dispose();
+    code = 1;
+  }
+  // stop() bounds its own drain and index flush (drainTimeoutMs each); allow for both.
+  await bounded('shard node', log, node?.stop(), 3 * CLOSE_TIMEOUT_MS);
+  await bounded('ucx worker', log, ucx?.close());
+  await bounded('nats', log, nc?.drain());
+  await bounded('redis', log, index?.close());
+  log.info('stopped', { nodeId, code });
+  return code;
 }

@@ -24,6 +24,13 @@ const layerGroup = s.int({ min: 0, max: 511 });
 const chunkIndex = s.int({ min: 0, max: 2 ** 31 - 1 });
 const u32 = s.int({ min: 0, max: 0xffffffff });
 const epoch = s.int({ min: 0 });
+/**
+ * Sequence bucket of the block's cell (g, s), as partition.cellFor computes it. The node cannot
+ * derive it (the rotation needs the prompt's h[0]), so the client names the cell it resolved and
+ * the node checks its ownership of that cell at the request's epoch. Optional in the schema only
+ * for compatibility with early clients: shard nodes refuse a block without it (BAD_REQUEST).
+ */
+const seqBucket = s.optional(s.int({ min: 0, max: 4095 }));
 const blocks = <T>(item: import('./schema.js').Schema<T>) =>
   s.array(item, { minItems: 1, maxItems: SHARD_LIMITS.blocksPerRequestMax });
 
@@ -39,6 +46,7 @@ export const allocateRequestSchema = s.object({
       i: chunkIndex,
       /** Previous chunk's hash, '' for chunk 0. */
       parent: s.string({ maxLength: 64, pattern: /^([0-9a-f]{64})?$/ }),
+      s: seqBucket,
     }),
   ),
 });
@@ -86,7 +94,7 @@ export const abortReplySchema = s.object({ freed: s.int({ min: 0 }) });
 export const locateRequestSchema = s.object({
   model: modelId,
   epoch,
-  blocks: blocks(s.object({ hash, g: layerGroup, i: chunkIndex })),
+  blocks: blocks(s.object({ hash, g: layerGroup, i: chunkIndex, s: seqBucket })),
 });
 export type LocateRequest = Infer<typeof locateRequestSchema>;
 export const locateReplySchema = s.object({
