@@ -73,7 +73,7 @@ export const KEYS: readonly KeySpec[] = [
     key: 'cluster.name',
     kind: { t: 'string', pattern: ID_RE, patternDoc: ID_DOC },
     default: 'local',
-    doc: 'Cluster name; prefixes NATS subjects, JetStream buckets and Redis keys so clusters can share servers.',
+    doc: 'Cluster name, for logs and status; restricted to subject-safe characters so it can later namespace subjects and buckets.',
   },
   {
     key: 'nats.servers',

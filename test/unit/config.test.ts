@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,6 +86,29 @@ describe('config defaults', () => {
     }
     expect(docs.find((d) => d.key === 'shard.arenaBytes')?.default).toBe('256MiB');
     expect(docs.find((d) => d.key === 'nats.token')).toMatchObject({ default: '(unset)', secret: true });
+  });
+});
+
+describe('docs/operations.md', () => {
+  it('documents exactly the keys, variables and defaults of the code', () => {
+    const doc = readFileSync(path.join(repo, 'docs/operations.md'), 'utf8');
+    const rows = doc
+      .split('\n')
+      .filter((l) => /^\| `[a-z]+\.[A-Za-z]+`/.test(l))
+      .map((l) =>
+        l
+          .slice(1, -1)
+          .split(/(?<!\\)\|/)
+          .map((c) => c.trim().replace(/\\\|/g, '|')),
+      );
+    const expected = describeConfig().map((d) => [
+      `\`${d.key}\``,
+      `\`${d.env}\``,
+      d.default,
+      d.expected,
+      d.doc + (d.secret ? ' (secret)' : ''),
+    ]);
+    expect(rows).toEqual(expected);
   });
 });
 

@@ -76,21 +76,28 @@ function show(args: string[]): number {
   return 0;
 }
 
+/** The key table of docs/operations.md (a test checks the doc contains exactly this). */
+export function keysMarkdown(): string {
+  const esc = (s: string): string => s.replace(/\|/g, '\\|');
+  const rows = describeConfig().map(
+    (r) =>
+      `| \`${r.key}\` | \`${r.env}\` | ${esc(r.default)} | ${esc(r.expected)} | ${esc(r.doc)}${r.secret ? ' (secret)' : ''} |`,
+  );
+  return [
+    '| key | environment variable | default | expected | meaning |',
+    '|---|---|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+}
+
 function keys(args: string[]): number {
-  const rows = describeConfig();
   if (args.includes('--markdown')) {
-    const esc = (s: string): string => s.replace(/\|/g, '\\|');
-    process.stdout.write(
-      '| key | environment variable | default | expected | meaning |\n|---|---|---|---|---|\n',
-    );
-    for (const r of rows) {
-      process.stdout.write(
-        `| \`${r.key}\` | \`${r.env}\` | ${esc(r.default)} | ${esc(r.expected)} | ${esc(r.doc)}${r.secret ? ' (secret)' : ''} |\n`,
-      );
-    }
-  } else {
-    for (const r of rows) process.stdout.write(`${r.key.padEnd(32)} ${r.env.padEnd(42)} ${r.default}\n`);
+    process.stdout.write(keysMarkdown());
+    return 0;
   }
+  for (const r of describeConfig())
+    process.stdout.write(`${r.key.padEnd(32)} ${r.env.padEnd(42)} ${r.default}\n`);
   return 0;
 }
 
