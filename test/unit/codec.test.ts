@@ -6,8 +6,11 @@ import {
   type Msg,
   type MsgHdrs,
 } from '@nats-io/transport-node';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { KvfError, type ErrorCodeName } from '../../shared/errors.js';
+import { ErrorCode, KvfError, type ErrorCodeName } from '../../shared/errors.js';
 import {
   decodeEnvelope,
   decodeReply,
@@ -19,6 +22,7 @@ import {
 } from '../../shared/protocol/codec.js';
 import { s } from '../../shared/protocol/schema.js';
 
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const enc = new TextEncoder();
 const bytes = (text: string): Uint8Array => enc.encode(text);
 
@@ -185,5 +189,15 @@ describe('mapNatsRequestError', () => {
     expect(mapNatsRequestError(new Error('closed'), 'a.b', 100).codeName).toBe('TRANSPORT');
     const kvf = new KvfError('CLOSED', 'closed');
     expect(mapNatsRequestError(kvf, 'a.b', 100)).toBe(kvf);
+  });
+});
+
+describe('docs/protocol.md', () => {
+  it('documents every error code with its number and name', () => {
+    const doc = readFileSync(path.join(repo, 'docs/protocol.md'), 'utf8');
+    const documented = new Map<string, number>();
+    for (const m of doc.matchAll(/^\| (\d{4}) +\| `([A-Z_]+)` +\|/gm))
+      documented.set(m[2] as string, Number(m[1]));
+    expect(Object.fromEntries(documented)).toEqual({ ...ErrorCode });
   });
 });
