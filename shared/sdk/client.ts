@@ -40,6 +40,15 @@ export interface GetOptions extends CallOptions {
   onLayerGroup?: (ready: LayerGroupReady) => void;
 }
 
+export interface RegisterOptions {
+  /**
+   * After the coordinator accepted the profile, wait up to this long for every shard node in the
+   * placement table to serve the model (a put before that is not cached). 0: do not wait.
+   * @default 10000
+   */
+  shardsReadyWaitMs?: number;
+}
+
 export interface LookupDetailed {
   /** Cached prefix length in tokens (whole chunks only). */
   tokens: number;
@@ -52,6 +61,8 @@ export interface LookupDetailed {
   namespace: string;
   chunkTokens: number;
 }
+
+const REGISTER_SHARDS_WAIT_MS = 10_000;
 
 /** How long close() waits for operations in flight and lease releases. */
 const CLOSE_DRAIN_MS = 5000;
@@ -132,13 +143,33 @@ export class KvfClient {
    * created=false. Throws INVALID_PROFILE, or PROFILE_CONFLICT for a different profile under an
    * existing id.
    */
-  registerModel(profile: ModelProfile): Promise<RegisterModelReply> {
+  registerModel(profile: ModelProfile, opts: RegisterOptions = {}): Promise<RegisterModelReply> {
     return this.op(async () => {
       const p = validateProfile(profile);
       const reply = await this.coordinator.registerModel(p);
       this.profiles.set(p.id, p);
+      await this.waitForShards(p.id, opts.shardsReadyWaitMs ?? REGISTER_SHARDS_WAIT_MS);
       return reply;
     });
+  }
+
+  /**
+   * Wait (bounded) until every node of the placement table publishes a region for the model in
+   * its member record: shard nodes open arenas for new models asynchronously, and a put before
+   * that is refused (UNKNOWN_MODEL) and not cached. Returns whether they all did.
+   */
+  private async waitForShards(model: string, waitMs: number): Promise<boolean> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const table = this.ctx.placement.current();
+      const nodes = table === undefined ? [] : Object.keys(table.members);
+      const ready = nodes.every((n) => {
+        const m = this.ctx.members.get(n);
+        return m !== undefined && Object.hasOwn(m.models, model);
+      });
+      if (ready || Date.now() >= deadline) return ready;
+      await new Promise((r) => setTimeout(r, 25));
+    }
   }
 
   /** A registered profile (cached; profiles never change once registered). Throws UNKNOWN_MODEL. */

@@ -82,7 +82,7 @@ async function locateNode(
   epoch: number,
 ): Promise<{ kind: 'ok'; read: NodeRead; notFound: BlockRef[] } | { kind: 'refused' | 'failed' }> {
   const sentAt = Date.now();
-  const body = { model, epoch, blocks: blocks.map((b) => ({ hash: b.hash, g: b.g, i: b.i })) };
+  const body = { model, epoch, blocks: blocks.map((b) => ({ hash: b.hash, g: b.g, i: b.i, s: b.s })) };
   const r = await callShard(ctx.nc, nodeId, 'locate', body, locateReplySchema, ctx.opts.requestTimeoutMs);
   if (r.kind !== 'ok') {
     ctx.opts.logger?.debug('locate did not succeed', { nodeId, kind: r.kind, code: r.error.codeName });

@@ -12,6 +12,7 @@ export {
   type CallOptions,
   type GetOptions,
   type LookupDetailed,
+  type RegisterOptions,
   type Tokens,
 } from './client.js';
 export { CONNECT_DEFAULTS, type ConnectOptions } from './options.js';

@@ -15,6 +15,8 @@ export interface BlockRef {
   /** Previous chunk's hash, '' for chunk 0 (put only needs it; harmless elsewhere). */
   readonly parent: string;
   readonly cellId: string;
+  /** Sequence bucket of the block's cell (g, s): shard requests name it for the ownership check. */
+  readonly s: number;
 }
 
 export interface PlacementView {
@@ -101,10 +103,9 @@ export function planBlocks(input: PlanInput): BlockPlan {
       const chunkBlocks: BlockRef[] = [];
       const adds = new Map<string, number>();
       for (let g = 0; g < groups; g++) {
-        const id = cellId(
-          cellFor(spec, { chunkIndex: i, chunkTokens, firstChunkHash: first, layerGroup: g }),
-        );
-        chunkBlocks.push({ i, g, hash, parent, cellId: id });
+        const cell = cellFor(spec, { chunkIndex: i, chunkTokens, firstChunkHash: first, layerGroup: g });
+        const id = cellId(cell);
+        chunkBlocks.push({ i, g, hash, parent, cellId: id, s: cell.s });
         const node = primaryOf(placement.cells, id);
         if (node !== undefined) adds.set(node, (adds.get(node) ?? 0) + 1);
       }

@@ -114,7 +114,11 @@ async function allocateAll(
           ctx.nc,
           nodeId,
           'allocate',
-          { model, epoch, blocks: blocks.map((b) => ({ hash: b.hash, g: b.g, i: b.i, parent: b.parent })) },
+          {
+            model,
+            epoch,
+            blocks: blocks.map((b) => ({ hash: b.hash, g: b.g, i: b.i, parent: b.parent, s: b.s })),
+          },
           allocateReplySchema,
           ctx.opts.requestTimeoutMs,
         ),
@@ -264,7 +268,7 @@ async function recheckBusy(ctx: FlowContext, model: string, states: States): Pro
         const body = {
           model,
           epoch: table.epoch,
-          blocks: blocks.map((b) => ({ hash: b.hash, g: b.g, i: b.i })),
+          blocks: blocks.map((b) => ({ hash: b.hash, g: b.g, i: b.i, s: b.s })),
         };
         const r = await callShard(
           ctx.nc,
