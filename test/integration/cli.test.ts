@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseDocument } from 'yaml';
 import { COMMANDS } from '../../services/cli/main.js';
 import { PROTOCOL_VERSION } from '../../shared/protocol/codec.js';
 import { useServers } from '../harness/servers.js';
@@ -193,6 +194,29 @@ describe('kvfabric CLI', () => {
       await configThenSigterm(actor, env);
     });
   }
+
+  it('docker-compose.yml: every kvfabric service runs a real subcommand with a config that validates', () => {
+    const doc = parseDocument(readFileSync(path.join(repo, 'docker-compose.yml'), 'utf8'), { merge: true });
+    expect(doc.errors).toEqual([]);
+    const services = (
+      doc.toJS() as { services: Record<string, { command?: string[]; environment?: Record<string, string> }> }
+    ).services;
+    const ours = Object.entries(services).filter(([, svc]) => svc.command?.[0] === 'kvfabric');
+    expect(ours.map(([name]) => name).sort()).toEqual(['coordinator', 'shard-node']);
+    for (const [name, svc] of ours) {
+      const [, sub, flag, file] = svc.command as string[];
+      expect(
+        COMMANDS.map((c) => c.name),
+        name,
+      ).toContain(sub);
+      expect(flag).toBe('--config');
+      // /etc/kvfabric is ./cluster-config mounted read-only
+      const local = path.join('cluster-config', path.relative('/etc/kvfabric', file as string));
+      const r = kvfabric(['config', 'validate', local], svc.environment ?? {});
+      expect(r.stderr, name).toBe('');
+      expect(r.status, name).toBe(0);
+    }
+  });
 
   it('an actor with a bad config exits 1 with the problems in a JSON log line', () => {
     const r = kvfabric(['replica', '--config', 'cluster-config/local.yaml'], {
