@@ -140,6 +140,7 @@ export class ShardNode {
   /** Index removals of evicted chunks, chained: allocate replies wait for it (see evictionBarrier). */
   private removals: Promise<void> = Promise.resolve();
   private modelChain: Promise<void> = Promise.resolve();
+  private specWarned = false;
   /** Share of arenaBytes each model gets. */
   private readonly modelShareBytes: number;
 
@@ -187,6 +188,9 @@ export class ShardNode {
     try {
       this.buckets = this.deps.buckets ?? (await ensureBuckets(this.deps.nc));
       this.placement = await PlacementCache.open(this.buckets.placement, { logger: this.log });
+      this.placement.onChange((table) => this.checkSpec(table.spec));
+      const first = this.placement.current();
+      if (first) this.checkSpec(first.spec);
       for (const id of this.o.models) this.addModel(getBuiltinProfile(id));
       for (const p of this.o.profiles ?? []) this.addModel(p);
       this.serveEndpoints();
@@ -404,6 +408,26 @@ export class ShardNode {
       wallMs: () => this.clock.wallMs(),
     });
     this.micro.start();
+  }
+
+  /**
+   * Block sizes and cell ids come from this node's partition config; a table computed for another
+   * spec means the deployment's configs disagree. Requests still fail safe (cells are checked
+   * against the table), but the operator must hear about it.
+   */
+  private checkSpec(spec: PartitionSpec): void {
+    const mine = this.o.partition;
+    const same =
+      spec.layerGroups === mine.layerGroups &&
+      spec.seqBuckets === mine.seqBuckets &&
+      spec.seqBucketTokens === mine.seqBucketTokens;
+    if (!same && !this.specWarned) {
+      this.specWarned = true;
+      this.log.error('placement table partition spec differs from this node config', {
+        table: spec,
+        node: mine,
+      });
+    }
   }
 
   /** Serve models registered in kvf_models (existing ones first, then new ones as they come). */
