@@ -1,5 +1,583 @@
+// N-API bindings for the UCX core (ucx_core.h): NativeUcxWorker, NativeUcxEndpoint and
+// NativeUcxRegion. The typed JS API on top of these is the UCX section of native/index.ts.
+//
+// Buffers: every op keeps a reference to its local Uint8Array until UCX has called the op back
+// (not merely until the promise settles: a timed-out op settles first and is released later).
+// Worker addresses and rkeys leave the addon inside an envelope (ucx_wire.h) with a magic, the
+// registered range and a checksum, so garbage bytes are BAD_REQUEST instead of a UCX crash, and a
+// remote range outside the registered region is OUT_OF_RANGE before it reaches UCX.
 #include "ucx.h"
 
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "arena.h"
+#include "js_args.h"
+#include "ucx_core.h"
+#include "ucx_wire.h"
+
 namespace kvf {
-Napi::Object InitUcx(Napi::Env env, Napi::Object exports) { return exports; }
+namespace {
+
+using ucx::Batch;
+using ucx::WorkerCore;
+
+Napi::FunctionReference* g_region_ctor = nullptr;
+Napi::FunctionReference* g_endpoint_ctor = nullptr;
+bool g_worker_open = false;  // one worker per process (JS thread only)
+
+// Context-level UCX calls (mem_map, rkey_pack) run on the progress thread while it lives, since
+// it may be using the same registration cache; once it is gone they run here.
+void OnUcxThread(const std::shared_ptr<WorkerCore>& core, const std::function<void()>& fn) {
+  if (!core->closing()) {
+    core->RunSync(fn);
+    return;
+  }
+  core->Join();
+  fn();
+}
+
+struct JsBaton {
+  Napi::Promise::Deferred deferred;
+  std::vector<Napi::ObjectReference> keep;
+  explicit JsBaton(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+};
+
+Bytes TypedBytes(Napi::Value v, const char* name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    Fail(Code::BadRequest, std::string(name) + " must be a Uint8Array");
+  }
+  auto arr = v.As<Napi::Uint8Array>();
+  return Bytes{arr.Data(), arr.ByteLength()};
+}
+
+uint64_t BigIntArg(Napi::Value v, const char* name) {
+  if (!v.IsBigInt()) Fail(Code::BadRequest, std::string(name) + " must be a bigint");
+  bool lossless = false;
+  uint64_t out = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) Fail(Code::BadRequest, std::string(name) + " must fit in 64 bits");
+  return out;
+}
+
+double NumberProp(Napi::Object o, const char* name, double fallback) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) Fail(Code::BadRequest, std::string(name) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > kMaxSafeInteger || d != static_cast<double>(static_cast<uint64_t>(d))) {
+    Fail(Code::BadRequest, std::string(name) + " must be a non-negative integer");
+  }
+  return d;
+}
+
+// ---- regions ---------------------------------------------------------------------------------
+
+class RegionWrap : public Napi::ObjectWrap<RegionWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeUcxRegion",
+                       {InstanceAccessor<&RegionWrap::Address>("address"),
+                        InstanceAccessor<&RegionWrap::Length>("length"),
+                        InstanceAccessor<&RegionWrap::MemoryType>("memoryType"),
+                        InstanceMethod<&RegionWrap::PackRkey>("packRkey"),
+                        InstanceMethod<&RegionWrap::Deregister>("deregister")});
+  }
+  explicit RegionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RegionWrap>(info) {}
+  ~RegionWrap() override { Unmap(); }
+
+  void Init(std::shared_ptr<WorkerCore> core, ucp_mem_h memh, uint64_t addr, size_t len,
+            bool allocated, const char* mem_type, Napi::Object keep,
+            std::shared_ptr<void> keep_native = nullptr) {
+    keep_native_ = std::move(keep_native);
+    core_ = std::move(core);
+    context_ = core_->context();
+    memh_ = memh;
+    address_ = addr;
+    length_ = len;
+    allocated_ = allocated;
+    mem_type_ = mem_type;
+    keep_ = Napi::Persistent(keep);
+  }
+
+ private:
+  Napi::Value Address(const Napi::CallbackInfo& info) { return Napi::BigInt::New(info.Env(), address_); }
+  Napi::Value Length(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(length_));
+  }
+  Napi::Value MemoryType(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), mem_type_); }
+
+  Napi::Value PackRkey(const Napi::CallbackInfo& info) {
+    if (memh_ == nullptr) Fail(Code::Closed, "region is deregistered");
+    std::vector<uint8_t> packed;
+    OnUcxThread(core_, [&] {
+      void* buf = nullptr;
+      size_t size = 0;
+      ucs_status_t st = ucp_rkey_pack(context_->ctx, memh_, &buf, &size);
+      if (st != UCS_OK) Fail(Code::Transport, std::string("ucp_rkey_pack: ") + ucs_status_string(st));
+      packed.assign(static_cast<uint8_t*>(buf), static_cast<uint8_t*>(buf) + size);
+      ucp_rkey_buffer_release(buf);
+    });
+    std::vector<uint8_t> wire = ucx::Seal(ucx::kRkeyMagic, address_, length_, packed);
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), wire.data(), wire.size());
+  }
+
+  Napi::Value Deregister(const Napi::CallbackInfo& info) {
+    if (memh_ == nullptr) Fail(Code::Closed, "region is already deregistered");
+    Unmap();
+    return info.Env().Undefined();
+  }
+
+  // Memory from allocBuffer is unmapped by the Buffer's finalizer (JS may still read it); here we
+  // only drop our reference. Registered memory is unmapped now.
+  void Unmap() {
+    if (memh_ == nullptr) return;
+    if (!allocated_) {
+      ucp_mem_h memh = memh_;
+      auto ctx = context_;
+      OnUcxThread(core_, [&] { ucp_mem_unmap(ctx->ctx, memh); });
+    }
+    memh_ = nullptr;
+    keep_native_.reset();
+    if (!keep_.IsEmpty()) keep_.Reset();
+  }
+
+  std::shared_ptr<WorkerCore> core_;
+  std::shared_ptr<ucx::Context> context_;
+  ucp_mem_h memh_ = nullptr;
+  uint64_t address_ = 0;
+  size_t length_ = 0;
+  bool allocated_ = false;
+  const char* mem_type_ = "host";
+  Napi::ObjectReference keep_;
+  std::shared_ptr<void> keep_native_;  // an arena's memory region: stays mapped while registered
+};
+
+Napi::Object NewRegion(Napi::Env env, std::shared_ptr<WorkerCore> core, ucp_mem_h memh,
+                       uint64_t addr, size_t len, bool allocated, const char* mem_type,
+                       Napi::Object keep, std::shared_ptr<void> keep_native = nullptr) {
+  Napi::Object obj = g_region_ctor->New({});
+  RegionWrap::Unwrap(obj)->Init(std::move(core), memh, addr, len, allocated, mem_type, keep,
+                                std::move(keep_native));
+  return obj;
+}
+
+ucp_mem_h MapMemory(const std::shared_ptr<WorkerCore>& core, void* addr, size_t len,
+                    ucs_memory_type_t type, bool allocate) {
+  ucp_mem_map_params_t p{};
+  p.field_mask = UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS |
+                 UCP_MEM_MAP_PARAM_FIELD_MEMORY_TYPE;
+  p.length = len;
+  p.memory_type = type;
+  if (allocate) {
+    p.flags = UCP_MEM_MAP_ALLOCATE;
+  } else {
+    p.field_mask |= UCP_MEM_MAP_PARAM_FIELD_ADDRESS;
+    p.address = addr;
+  }
+  ucp_mem_h memh = nullptr;
+  OnUcxThread(core, [&] {
+    ucs_status_t st = ucp_mem_map(core->context()->ctx, &p, &memh);
+    if (st != UCS_OK) Fail(Code::Transport, std::string("ucp_mem_map: ") + ucs_status_string(st));
+  });
+  return memh;
+}
+
+// ---- endpoints -------------------------------------------------------------------------------
+
+struct RkeyInfo {
+  ucp_rkey_h rkey;
+  uint64_t base;
+  uint64_t length;
+};
+
+class WorkerWrap;
+
+class EndpointWrap : public Napi::ObjectWrap<EndpointWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeUcxEndpoint",
+                       {InstanceMethod<&EndpointWrap::UnpackRkey>("unpackRkey"),
+                        InstanceMethod<&EndpointWrap::Submit>("submit"),
+                        InstanceAccessor<&EndpointWrap::Dead>("dead"),
+                        InstanceMethod<&EndpointWrap::Close>("close")});
+  }
+  explicit EndpointWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EndpointWrap>(info) {}
+  void Init(WorkerWrap* worker, std::shared_ptr<WorkerCore> core, std::shared_ptr<ucx::EpCore> ep,
+            Napi::Object worker_obj) {
+    worker_ = worker;
+    core_ = std::move(core);
+    ep_ = std::move(ep);
+    worker_ref_ = Napi::Persistent(worker_obj);
+  }
+
+ private:
+  Napi::Value UnpackRkey(const Napi::CallbackInfo& info);
+  Napi::Value Submit(const Napi::CallbackInfo& info);
+  Napi::Value Dead(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), ep_ && ep_->dead.load());
+  }
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  void CheckOpen();
+
+  WorkerWrap* worker_ = nullptr;
+  std::shared_ptr<WorkerCore> core_;
+  std::shared_ptr<ucx::EpCore> ep_;
+  Napi::ObjectReference worker_ref_;
+  std::unordered_map<uint32_t, RkeyInfo> rkeys_;
+  uint32_t next_rkey_ = 1;
+  bool closed_ = false;
+};
+
+// ---- worker ----------------------------------------------------------------------------------
+
+class WorkerWrap : public Napi::ObjectWrap<WorkerWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeUcxWorker",
+                       {InstanceMethod<&WorkerWrap::Address>("address"),
+                        InstanceMethod<&WorkerWrap::Info>("info"),
+                        InstanceMethod<&WorkerWrap::RegisterArena>("registerArena"),
+                        InstanceMethod<&WorkerWrap::RegisterBuffer>("registerBuffer"),
+                        InstanceMethod<&WorkerWrap::AllocBuffer>("allocBuffer"),
+                        InstanceMethod<&WorkerWrap::Connect>("connect"),
+                        InstanceMethod<&WorkerWrap::Close>("close")});
+  }
+
+  explicit WorkerWrap(const Napi::CallbackInfo& info);
+  ~WorkerWrap() override { Teardown(); }
+
+  bool closed() const { return closed_; }
+  int64_t op_timeout_ms() const { return op_timeout_ms_; }
+  void Track(Napi::Env env, Batch* batch) {
+    if (inflight_++ == 0) tsfn_.Ref(env);
+    core_->Submit(batch);
+  }
+  void Drain(Napi::Env env);
+
+ private:
+  Napi::Value Address(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value RegisterArena(const Napi::CallbackInfo& info);
+  Napi::Value RegisterBuffer(const Napi::CallbackInfo& info);
+  Napi::Value AllocBuffer(const Napi::CallbackInfo& info);
+  Napi::Value Connect(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  void CheckOpen() const {
+    if (closed_) Fail(Code::Closed, "UCX worker is closed");
+  }
+  void Teardown();
+  static void CallJs(Napi::Env env, Napi::Function, WorkerWrap* self, void*) {
+    if (env != nullptr) self->Drain(env);
+  }
+  static void Cleanup(void* arg) { static_cast<WorkerWrap*>(arg)->Teardown(); }
+
+  using Tsfn = Napi::TypedThreadSafeFunction<WorkerWrap, void, &WorkerWrap::CallJs>;
+  std::shared_ptr<WorkerCore> core_;
+  Tsfn tsfn_;
+  std::string transports_;
+  bool busy_ = false;
+  int64_t op_timeout_ms_ = 10000;
+  int64_t inflight_ = 0;
+  bool closed_ = false;
+  bool tsfn_released_ = false;
+  std::atomic<bool> close_done_{false};
+  std::unique_ptr<Napi::Promise::Deferred> close_deferred_;
+  napi_env env_ = nullptr;
+};
+
+WorkerWrap::WorkerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<WorkerWrap>(info) {
+  Napi::Env env = info.Env();
+  if (g_worker_open) Fail(Code::BadRequest, "a UCX worker is already open in this process");
+  Napi::Object opts = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>()
+                                                              : Napi::Object::New(env);
+  ucx::WorkerOptions wo;
+  if (opts.Get("transports").IsString()) wo.transports = opts.Get("transports").As<Napi::String>();
+  if (opts.Get("busy").IsBoolean()) wo.busy_poll = opts.Get("busy").As<Napi::Boolean>();
+  wo.op_timeout_ms = static_cast<int64_t>(NumberProp(opts, "opTimeoutMs", 10000));
+  if (wo.op_timeout_ms <= 0) Fail(Code::BadRequest, "opTimeoutMs must be positive");
+  transports_ = wo.transports;
+  busy_ = wo.busy_poll;
+  op_timeout_ms_ = wo.op_timeout_ms;
+  tsfn_ = Tsfn::New(env, "kvf-ucx-completions", 0, 1, this);
+  tsfn_.Unref(env);  // referenced only while ops are in flight or close() is pending
+  Tsfn tsfn = tsfn_;
+  core_ = std::make_shared<WorkerCore>(wo, [tsfn]() mutable { tsfn.NonBlockingCall(); });
+  g_worker_open = true;
+  env_ = env;
+  napi_add_env_cleanup_hook(env, &WorkerWrap::Cleanup, this);
+}
+
+void WorkerWrap::Drain(Napi::Env env) {
+  Napi::HandleScope scope(env);
+  for (const ucx::Completion& c : core_->TakeCompletions()) {
+    auto* baton = static_cast<JsBaton*>(c.batch->js);
+    if (c.report) {
+      Napi::Array out = Napi::Array::New(env, c.batch->status.size());
+      for (uint32_t i = 0; i < c.batch->status.size(); ++i) {
+        const ucx::OpStatus& s = c.batch->status[i];
+        if (s.ok) {
+          out.Set(i, env.Null());
+        } else {
+          Napi::Array e = Napi::Array::New(env, 2);
+          e.Set(0u, Napi::String::New(env, CodeName(s.code)));
+          e.Set(1u, Napi::String::New(env, s.message));
+          out.Set(i, e);
+        }
+      }
+      baton->deferred.Resolve(out);
+    }
+    if (c.release) {
+      delete baton;
+      delete c.batch;
+      if (--inflight_ == 0 && !close_deferred_) tsfn_.Unref(env);
+    }
+  }
+  if (close_done_.load() && close_deferred_) {
+    core_->Shutdown();
+    auto deferred = std::move(close_deferred_);
+    if (!tsfn_released_) {
+      tsfn_released_ = true;
+      tsfn_.Release();
+    }
+    deferred->Resolve(env.Undefined());
+  }
+}
+
+Napi::Value WorkerWrap::Address(const Napi::CallbackInfo& info) {
+  CheckOpen();
+  static const ucx::PeerIdentity self = ucx::SelfIdentity();
+  const uint64_t who = (uint64_t{self.boot_hash} << 32) | self.pid;
+  std::vector<uint8_t> wire = ucx::Seal(ucx::kAddressMagic, who, self.start_ticks, core_->address());
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), wire.data(), wire.size());
+}
+
+Napi::Value WorkerWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  const uint64_t types = core_->context()->memory_types;
+  const bool cuda = (types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) != 0;
+  Napi::Array names = Napi::Array::New(env);
+  for (int t = 0; t < UCS_MEMORY_TYPE_LAST; ++t) {
+    if (types & UCS_BIT(t)) names.Set(names.Length(), ucs_memory_type_names[t]);
+  }
+  out.Set("memoryTypes", names);
+  // direct: UCX registers CUDA memory itself (cuda_copy/cuda_ipc loaded); staged: it cannot.
+  out.Set("cudaPath", cuda ? "direct" : "staged");
+  out.Set("transports", transports_.empty() ? "env" : transports_);
+  out.Set("progress", busy_ ? "busy" : "event");
+  out.Set("opTimeoutMs", Napi::Number::New(env, static_cast<double>(op_timeout_ms_)));
+  out.Set("closed", Napi::Boolean::New(env, closed_));
+  out.Set("sharedMemory", Napi::Boolean::New(env, core_->shm_capable()));
+  return out;
+}
+
+// registerArena(nativeArena): the arena's whole range. The registration holds the arena's memory
+// region, so arena.close() does not unmap memory that a peer may still address.
+Napi::Value WorkerWrap::RegisterArena(const Napi::CallbackInfo& info) {
+  CheckOpen();
+  std::shared_ptr<Region> region = ArenaFromJs(info[0])->region();
+  ucs_memory_type_t mt = UCS_MEMORY_TYPE_HOST;
+  if (region->kind() == ArenaKind::Cuda) {
+    // Staged path (UCX without cuda_copy): not implemented in this layer; see docs/benchmarks.md.
+    if (!(core_->context()->memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA))) {
+      Fail(Code::CudaUnavailable,
+           "UCX has no CUDA memory support (no cuda_copy/cuda_ipc transport); cannot register a CUDA arena");
+    }
+    mt = UCS_MEMORY_TYPE_CUDA;
+  }
+  ucp_mem_h memh = MapMemory(core_, region->base(), region->bytes(), mt, false);
+  const uint64_t addr = reinterpret_cast<uint64_t>(region->base());
+  return NewRegion(info.Env(), core_, memh, addr, region->bytes(), false,
+                   mt == UCS_MEMORY_TYPE_CUDA ? "cuda" : "host", info[0].As<Napi::Object>(), region);
+}
+
+Napi::Value WorkerWrap::RegisterBuffer(const Napi::CallbackInfo& info) {
+  CheckOpen();
+  Bytes b = TypedBytes(info[0], "buffer");
+  if (b.length == 0) Fail(Code::BadRequest, "cannot register an empty buffer");
+  ucp_mem_h memh = MapMemory(core_, b.data, b.length, UCS_MEMORY_TYPE_HOST, false);
+  return NewRegion(info.Env(), core_, memh, reinterpret_cast<uint64_t>(b.data), b.length, false,
+                   "host", info[0].As<Napi::Object>());
+}
+
+struct AllocHint {
+  std::shared_ptr<WorkerCore> core;
+  ucp_mem_h memh;
+};
+
+Napi::Value WorkerWrap::AllocBuffer(const Napi::CallbackInfo& info) {
+  CheckOpen();
+  Napi::Env env = info.Env();
+  uint64_t bytes = SizeArg(info, 0, "bytes", 1ull << 40);
+  if (bytes == 0) Fail(Code::BadRequest, "bytes must be positive");
+  ucp_mem_h memh = MapMemory(core_, nullptr, bytes, UCS_MEMORY_TYPE_HOST, true);
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  ucp_mem_query(memh, &attr);
+  auto* hint = new AllocHint{core_, memh};
+  // External buffer: JS reads UCX-allocated (for shm: shared) memory with no copy; the
+  // finalizer unmaps it once neither JS nor the region references it.
+  Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(
+      env, static_cast<uint8_t*>(attr.address), bytes,
+      [](Napi::Env, uint8_t*, AllocHint* h) {
+        OnUcxThread(h->core, [h] { ucp_mem_unmap(h->core->context()->ctx, h->memh); });
+        delete h;
+      },
+      hint);
+  Napi::Object region = NewRegion(env, core_, memh, reinterpret_cast<uint64_t>(attr.address),
+                                  bytes, true, "host", buf);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("buffer", buf);
+  out.Set("region", region);
+  return out;
+}
+
+Napi::Value WorkerWrap::Connect(const Napi::CallbackInfo& info) {
+  CheckOpen();
+  Bytes b = TypedBytes(info[0], "peerAddress");
+  ucx::Opened opened = ucx::Open(ucx::kAddressMagic, b.data, b.length);
+  int64_t timeout_ms = static_cast<int64_t>(OptSizeArg(info, 1, "timeoutMs", op_timeout_ms_));
+  if (timeout_ms <= 0) Fail(Code::BadRequest, "timeoutMs must be positive");
+  std::shared_ptr<ucx::EpCore> ep;
+  ucx::PeerIdentity peer;
+  peer.pid = static_cast<uint32_t>(opened.base & 0xffffffffu);
+  peer.boot_hash = static_cast<uint32_t>(opened.base >> 32);
+  peer.start_ticks = opened.length;
+  core_->RunSync([&] { ep = core_->CreateEp(opened.payload, peer, timeout_ms); });
+  Napi::Object obj = g_endpoint_ctor->New({});
+  EndpointWrap::Unwrap(obj)->Init(this, core_, ep, Value());
+  return obj;
+}
+
+Napi::Value WorkerWrap::Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (closed_) {
+    auto d = Napi::Promise::Deferred::New(env);
+    d.Resolve(env.Undefined());
+    return d.Promise();
+  }
+  closed_ = true;
+  g_worker_open = false;
+  close_deferred_ = std::make_unique<Napi::Promise::Deferred>(env);
+  Napi::Promise promise = close_deferred_->Promise();
+  tsfn_.Ref(env);
+  core_->BeginClose([this] {
+    close_done_.store(true);
+    tsfn_.NonBlockingCall();
+  });
+  return promise;
+}
+
+// Process exit with the worker still open: stop the thread before V8 goes away.
+void WorkerWrap::Teardown() {
+  if (env_ != nullptr) {
+    napi_remove_env_cleanup_hook(env_, &WorkerWrap::Cleanup, this);
+    env_ = nullptr;
+  }
+  if (!closed_) {
+    closed_ = true;
+    g_worker_open = false;
+    core_->BeginClose([] {});
+  }
+  if (core_) core_->Shutdown();
+  if (!tsfn_released_) {
+    tsfn_released_ = true;
+    tsfn_.Abort();
+  }
+}
+
+// ---- endpoint methods ------------------------------------------------------------------------
+
+void EndpointWrap::CheckOpen() {
+  if (closed_) Fail(Code::Closed, "endpoint is closed");
+  if (worker_->closed()) Fail(Code::Closed, "UCX worker is closed");
+}
+
+Napi::Value EndpointWrap::UnpackRkey(const Napi::CallbackInfo& info) {
+  CheckOpen();
+  Bytes b = TypedBytes(info[0], "packed rkey");
+  ucx::Opened opened = ucx::Open(ucx::kRkeyMagic, b.data, b.length);
+  uint32_t id = next_rkey_++;
+  ucp_rkey_h rkey = nullptr;
+  core_->RunSync([&] {
+    if (ep_->ep == nullptr) Fail(ep_->fail_code, "endpoint failed: " + ep_->fail_message);
+    ucs_status_t st = ucp_ep_rkey_unpack(ep_->ep, opened.payload.data(), &rkey);
+    if (st != UCS_OK) Fail(Code::BadRequest, std::string("ucp_ep_rkey_unpack: ") + ucs_status_string(st));
+    ep_->rkeys[id] = rkey;
+  });
+  rkeys_[id] = RkeyInfo{rkey, opened.base, opened.length};
+  return Napi::Number::New(info.Env(), id);
+}
+
+// submit(kind: 'get'|'put', ops: {remoteAddress, rkey, local, localOffset?, length}[])
+//   -> Promise<(null | [codeName, message])[]>
+Napi::Value EndpointWrap::Submit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen();
+  std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (kind != "get" && kind != "put") Fail(Code::BadRequest, "kind must be get or put");
+  if (!info[1].IsArray()) Fail(Code::BadRequest, "ops must be an array");
+  Napi::Array ops = info[1].As<Napi::Array>();
+  const uint32_t n = ops.Length();
+  if (n == 0) Fail(Code::BadRequest, "ops must not be empty");
+  auto batch = std::make_unique<Batch>();
+  auto baton = std::make_unique<JsBaton>(env);
+  batch->kind = kind == "get" ? ucx::OpKind::Get : ucx::OpKind::Put;
+  batch->ep = ep_;
+  batch->ops.reserve(n);
+  baton->keep.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    Napi::Value v = ops.Get(i);
+    if (!v.IsObject()) Fail(Code::BadRequest, "op " + std::to_string(i) + " must be an object");
+    Napi::Object o = v.As<Napi::Object>();
+    Napi::Value local = o.Get("local");
+    Bytes b = TypedBytes(local, "local");
+    const uint64_t off = static_cast<uint64_t>(NumberProp(o, "localOffset", 0));
+    const uint64_t len = static_cast<uint64_t>(NumberProp(o, "length", 0));
+    const uint64_t remote = BigIntArg(o.Get("remoteAddress"), "remoteAddress");
+    const uint32_t rk = static_cast<uint32_t>(NumberProp(o, "rkey", 0));
+    if (len == 0) Fail(Code::BadRequest, "op " + std::to_string(i) + ": length must be positive");
+    if (off > b.length || len > b.length - off) {
+      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": local range [" + std::to_string(off) + ", +" +
+                                 std::to_string(len) + ") exceeds the " + std::to_string(b.length) +
+                                 "-byte buffer");
+    }
+    auto it = rkeys_.find(rk);
+    if (it == rkeys_.end()) Fail(Code::BadRequest, "op " + std::to_string(i) + ": unknown rkey id");
+    const RkeyInfo& ri = it->second;
+    if (remote < ri.base || remote - ri.base > ri.length || len > ri.length - (remote - ri.base)) {
+      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": remote range exceeds the registered region (" +
+                                 std::to_string(ri.length) + " bytes)");
+    }
+    batch->ops.push_back(ucx::OpDesc{remote, ri.rkey, b.data + off, len});
+    baton->keep.push_back(Napi::Persistent(local.As<Napi::Object>()));
+  }
+  batch->deadline_ns = ucx::NowNs() + ep_->op_timeout_ns;
+  Napi::Promise promise = baton->deferred.Promise();
+  batch->js = baton.release();
+  worker_->Track(env, batch.release());
+  return promise;
+}
+
+Napi::Value EndpointWrap::Close(const Napi::CallbackInfo& info) {
+  if (!closed_ && !worker_->closed()) {
+    closed_ = true;
+    core_->RunSync([&] { core_->CloseEp(ep_, [] {}); });
+  }
+  closed_ = true;
+  rkeys_.clear();
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+Napi::Object InitUcx(Napi::Env env, Napi::Object exports) {
+  g_region_ctor = new Napi::FunctionReference(Napi::Persistent(RegionWrap::Define(env)));
+  g_endpoint_ctor = new Napi::FunctionReference(Napi::Persistent(EndpointWrap::Define(env)));
+  exports.Set("NativeUcxWorker", WorkerWrap::Define(env));
+  return exports;
+}
+
 }  // namespace kvf
