@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument, stringify } from 'yaml';
 import { KvfError } from './errors.js';
+import { BUILTIN_PROFILES } from './profiles.js';
 import {
   describeKind,
   envNameFor,
@@ -348,6 +349,14 @@ function setPath(target: Raw, key: string, value: unknown): void {
 
 function crossChecks(cfg: KvfConfig, problems: string[]): void {
   const { nats, coordinator: c } = cfg;
+  const builtin = Object.keys(BUILTIN_PROFILES);
+  cfg.models.builtin.forEach((id, i) => {
+    if (!Object.hasOwn(BUILTIN_PROFILES, id)) {
+      problems.push(
+        `models.builtin[${i}]: expected a built-in profile id (${builtin.join(', ')}), got "${id}"`,
+      );
+    }
+  });
   if (nats.token !== undefined && (nats.user !== undefined || nats.pass !== undefined)) {
     problems.push('nats.token: expected either nats.token or nats.user/nats.pass, not both');
   }

@@ -301,6 +301,11 @@ describe('validation messages', () => {
     expect(problemsOf(() => parseConfig({ nats: { token: 't', user: 'u', pass: 'p' } }))).toEqual([
       'nats.token: expected either nats.token or nats.user/nats.pass, not both',
     ]);
+    const models = problemsOf(() => parseConfig({ models: { builtin: ['tiny-test', 'llama-9-1b'] } }));
+    expect(models).toHaveLength(1);
+    expect(models[0]).toMatch(
+      /^models\.builtin\[1\]: expected a built-in profile id \(.*\btiny-test\b.*\), got "llama-9-1b"$/,
+    );
     expect(problemsOf(() => parseConfig({ nats: { user: 'u' } }))).toEqual([
       'nats.user: expected nats.user and nats.pass to be set together',
     ]);
