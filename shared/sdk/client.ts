@@ -21,6 +21,7 @@ import { DataPlane } from './dataplane.js';
 import { runGet, type GetResult, type LayerGroupReady } from './get.js';
 import { bufferBytesFor, modelLayout, type KvBuffers, type ModelLayout } from './layout.js';
 import { MembersCache } from './members.js';
+import { PolledPlacement, type PlacementSource } from './placement-source.js';
 import { checkNamespace, compileOptions, type CompiledOptions, type ConnectOptions } from './options.js';
 import { runPut, type PutResult } from './put.js';
 import { callShard, LeaseReleaser } from './shard-rpc.js';
@@ -87,10 +88,9 @@ export class KvfClient {
       const nc = await natsConnect(natsOptions(opts));
       cleanup.push(() => nc.close());
       const buckets = await ensureBuckets(nc);
-      const placement = await PlacementCache.open(
-        buckets.placement,
-        opts.logger ? { logger: opts.logger } : {},
-      );
+      const placement: PlacementSource = opts.placementWatch
+        ? await PlacementCache.open(buckets.placement, opts.logger ? { logger: opts.logger } : {})
+        : new PolledPlacement(buckets.placement, opts.logger);
       cleanup.push(() => placement.close());
       const members = await MembersCache.open(buckets.members, opts.logger);
       cleanup.push(() => members.close());
@@ -354,7 +354,7 @@ export class KvfClient {
   }
 
   /** Registered profile, else a built-in one (for the convenience API's base model). */
-  async resolveProfile(model: string, allowBuiltin = false): Promise<ModelProfile> {
+  async resolveProfile(model: string, allowBuiltin = true): Promise<ModelProfile> {
     const cached = this.profiles.get(model);
     if (cached !== undefined) return cached;
     const p = await readModel(this.models, model).catch(() => undefined);

@@ -1,18 +1,18 @@
 /** What the get and put flows need from the client; built once per KvfClient. */
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { PlacementCache } from '../cluster/placement-cache.js';
 import { KvfError } from '../errors.js';
 import type { PrefixIndex } from '../index/prefix-index.js';
 import type { PlacementTable } from '../protocol/cluster.js';
 import type { DataPlane } from './dataplane.js';
 import type { MembersCache } from './members.js';
+import type { PlacementSource } from './placement-source.js';
 import type { CompiledOptions } from './options.js';
 import type { LeaseReleaser } from './shard-rpc.js';
 import type { StatsRecorder } from './stats.js';
 
 export interface FlowContext {
   readonly nc: NatsConnection;
-  readonly placement: PlacementCache;
+  readonly placement: PlacementSource;
   readonly members: MembersCache;
   readonly index: PrefixIndex;
   readonly data: DataPlane;

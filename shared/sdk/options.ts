@@ -35,6 +35,11 @@ export interface ConnectOptions {
   indexConnectWaitMs?: number;
   /** How long connect (and a get or put) waits for the first placement table. @default 10000 */
   placementWaitMs?: number;
+  /**
+   * Keep the placement table fresh with a JetStream watch. false: read it at connect and again
+   * only after a shard refuses a request (no background traffic). @default true
+   */
+  placementWatch?: boolean;
   /** Refresh-and-retry rounds after a shard refuses with STALE_EPOCH / NOT_OWNER. @default 1 */
   staleRetriesMax?: number;
   /** Blocks in one request to one node (a longer prompt is served in part). @default 4096 */
@@ -71,6 +76,7 @@ export interface CompiledOptions {
   indexCommandTimeoutMs: number;
   indexConnectWaitMs: number;
   placementWaitMs: number;
+  placementWatch: boolean;
   staleRetriesMax: number;
   blocksPerRequestMax: number;
   releaseConcurrencyMax: number;
@@ -93,6 +99,7 @@ export const CONNECT_DEFAULTS = {
   indexCommandTimeoutMs: 1000,
   indexConnectWaitMs: 2000,
   placementWaitMs: 10_000,
+  placementWatch: true,
   staleRetriesMax: 1,
   blocksPerRequestMax: SHARD_LIMITS.blocksPerRequestMax,
   releaseConcurrencyMax: 4,
@@ -164,6 +171,7 @@ export function compileOptions(o: ConnectOptions): CompiledOptions {
     ),
     indexConnectWaitMs: int('indexConnectWaitMs', o.indexConnectWaitMs ?? d.indexConnectWaitMs, 0),
     placementWaitMs: int('placementWaitMs', o.placementWaitMs ?? d.placementWaitMs, 0),
+    placementWatch: o.placementWatch ?? d.placementWatch,
     staleRetriesMax: int('staleRetriesMax', o.staleRetriesMax ?? d.staleRetriesMax, 0, 8),
     blocksPerRequestMax: int(
       'blocksPerRequestMax',
