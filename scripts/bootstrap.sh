@@ -6,8 +6,14 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[bootstrap] %s\n' "$*"; }
 
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 20)); then
+  log "Node.js >= 20 is required (found $(node --version)); install Node 20 LTS first"
+  exit 1
+fi
+
 # --- system packages -------------------------------------------------------------------------
-APT_PACKAGES=(nats-server redis-server libucx-dev ucx-utils cmake g++ make pkg-config)
+APT_PACKAGES=(nats-server redis-server libucx-dev ucx-utils cmake g++ make pkg-config python3)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
@@ -49,7 +55,7 @@ fi
 # --- TypeScript ------------------------------------------------------------------------------
 stamp=dist/.tsbuildinfo
 if [[ ! -f $stamp ]] || [[ -n $(find shared services native -name '*.ts' -newer "$stamp" -print -quit) ]] \
-  || [[ tsconfig.json -nt $stamp ]]; then
+  || [[ tsconfig.json -nt $stamp || tsconfig.build.json -nt $stamp || package.json -nt $stamp ]]; then
   log "building TypeScript"
   npm run --silent build:ts
 fi
