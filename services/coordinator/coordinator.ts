@@ -56,6 +56,8 @@ export type ResolvedCoordinatorOptions = Required<Omit<CoordinatorOptions, 'buck
 
 export class Coordinator {
   private session: LeaderSession | undefined;
+  /** The last session's close, awaited by stop() so the caller can close the connection after. */
+  private closing: Promise<void> = Promise.resolve();
   private stopped = false;
 
   private constructor(
@@ -115,6 +117,7 @@ export class Coordinator {
     this.stopped = true;
     await this.elector.resign();
     await this.session?.close();
+    await this.closing;
   }
 
   /** Stop without any cleanup write (what a crash looks like): the lease lapses by TTL. */
@@ -126,6 +129,7 @@ export class Coordinator {
   private async elected(term: number): Promise<void> {
     if (this.stopped) return;
     await this.session?.close();
+    await this.closing;
     this.event({ event: 'elected', id: this.o.id, term, at: this.o.clock.wallMs() });
     const session = new LeaderSession(this.nc, this.buckets, this.o, term, () => this.elector.isLeader(), {
       stepDown: () => void this.elector.resign().then(() => this.restartCampaign()),
@@ -137,7 +141,7 @@ export class Coordinator {
   private deposed(term: number, reason: DeposeReason): void {
     const s = this.session;
     this.session = undefined;
-    void s?.close();
+    if (s !== undefined) this.closing = s.close();
     if (reason !== 'halted') {
       this.event({
         event: reason === 'resigned' ? 'resigned' : 'deposed',

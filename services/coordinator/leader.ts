@@ -211,7 +211,9 @@ export class LeaderElector {
     if (s.kind !== 'leader') return;
     this.state = { kind: 'follower' };
     this.observed = undefined;
-    this.o.logger?.warn('no longer leader', { id: this.o.id, term: s.term, reason });
+    const fields = { id: this.o.id, term: s.term, reason };
+    if (reason === 'resigned' || reason === 'halted') this.o.logger?.info('no longer leader', fields);
+    else this.o.logger?.warn('no longer leader', fields);
     this.o.onDeposed(s.term, reason);
   }
 }
