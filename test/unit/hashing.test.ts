@@ -231,25 +231,3 @@ describe('validation', () => {
     expectBadRequest(() => fullChunks(-1, 256));
   });
 });
-
-describe('performance', () => {
-  it('hashes a 128K-token prompt in a few milliseconds', () => {
-    const tokens = Array.from({ length: 131072 }, (_, i) => (i * 2654435761) % 128256);
-    const typed = Uint32Array.from(tokens);
-    const o = { ...opts, chunkTokens: 256 };
-    chunkHashes(tokens, o); // warm up the JIT
-    let best = Infinity;
-    for (let k = 0; k < 5; k++) {
-      const t0 = performance.now();
-      expect(chunkHashes(tokens, o)).toHaveLength(512);
-      best = Math.min(best, performance.now() - t0);
-    }
-    const t1 = performance.now();
-    chunkHashes(typed, o);
-    const typedMs = performance.now() - t1;
-    // Typically ~2-4 ms; the bound is loose because the machine is shared, but a per-token
-    // allocation or a string build would blow well past it.
-    expect(best, `best of 5: ${best.toFixed(2)} ms`).toBeLessThan(50);
-    expect(typedMs, `Uint32Array: ${typedMs.toFixed(2)} ms`).toBeLessThan(50);
-  });
-});
