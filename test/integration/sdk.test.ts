@@ -12,6 +12,7 @@ import {
   type LayerGroupReady,
   type ModelLayout,
 } from '../../shared/sdk/mod.js';
+import { freePort } from '../../shared/local-servers.js';
 import { useLocalCluster } from '../harness/cluster.js';
 import { uniq } from '../harness/servers.js';
 import { expectServed, kvFor, mulberry32, randomTokens, scribble } from './sdk-helpers.js';
@@ -174,6 +175,35 @@ describe(`worker SDK on a 3-node cluster (seed ${SEED})`, () => {
       .cacheKv(prefix, 1, new Float32Array(n), new Float32Array(n))
       .catch((e: unknown) => e);
     expect(isKvfError(bad, 'DTYPE_MISMATCH')).toBe(true);
+  });
+
+  it('degrades without Redis: lookups miss, gets ask the shards, puts report the index loss', async () => {
+    const rng = mulberry32(SEED + 6);
+    const p = randomTokens(rng, 3 * CT + 2);
+    await put(p);
+    const noRedis = await connect({
+      natsServers: fx.cluster.natsUrl,
+      redisUrl: `redis://127.0.0.1:${await freePort()}`,
+      indexConnectWaitMs: 200,
+      indexCommandTimeoutMs: 200,
+      model: tiny.id,
+    });
+    try {
+      expect(await noRedis.lookupDetailed(p)).toMatchObject({ tokens: 0, degraded: true });
+      const target = await noRedis.allocKv(p.length);
+      scribble(target);
+      const r = await noRedis.getDetailed(p, target);
+      expect(r).toMatchObject({ tokens: 3 * CT, degraded: true, checksumFailures: 0 });
+      expectServed(target, kvFor(p, layout, 'default'), layout, 3);
+      const q = randomTokens(rng, 2 * CT);
+      expect(await noRedis.put(q, kvFor(q, layout, 'default').kv)).toMatchObject({
+        indexDegraded: true,
+        tokensIndexed: 0,
+      });
+      expect(noRedis.stats().lookups.degraded).toBe(1);
+    } finally {
+      await noRedis.close();
+    }
   });
 
   it('keeps stats consistent with what the test did', () => {
