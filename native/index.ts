@@ -653,3 +653,32 @@ export class UcxWorker {
     await this.#handle.close();
   }
 }
+
+// ---- shared memory and CUDA IPC (owned by the agent task, native/src/shm.cc) ----
+//
+// The local agent (services/agent) maps a /dev/shm file that the engine maps too, and registers
+// the mapping with UCX so gets land in it directly. The CUDA IPC functions are the compiled path
+// for engines that hand over device buffers; without CUDA or a device they throw CUDA_UNAVAILABLE.
+
+export interface NativeBinding {
+  mapSharedFile(path: string, bytes: number): Buffer;
+  openCudaIpcHandle(handle: Uint8Array, deviceId: number): bigint;
+  closeCudaIpcHandle(address: bigint): void;
+}
+
+/**
+ * A MAP_SHARED mapping of the first `bytes` bytes of an existing file (at least that long: else
+ * OUT_OF_RANGE). Unmapped when the Buffer and all its views are garbage collected.
+ */
+export function mapSharedFile(path: string, bytes: number): Buffer {
+  return callNative(() => loadNative().mapSharedFile(path, bytes));
+}
+
+/** Opens a peer process's cudaIpcMemHandle_t (64 bytes); CUDA_UNAVAILABLE without CUDA or a device. */
+export function openCudaIpcHandle(handle: Uint8Array, deviceId = 0): bigint {
+  return callNative(() => loadNative().openCudaIpcHandle(handle, deviceId));
+}
+
+export function closeCudaIpcHandle(address: bigint): void {
+  callNative(() => loadNative().closeCudaIpcHandle(address));
+}

@@ -95,6 +95,9 @@ Napi::Value InfoJs(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// shm.cc (agent shared memory, CUDA IPC handles).
+void InitShm(Napi::Env env, Napi::Object exports);
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("crc32c", Napi::Function::New<Crc32cJs>(env, "crc32c"));
   exports.Set("crc32cRange", Napi::Function::New<Crc32cRangeJs>(env, "crc32cRange"));
@@ -102,6 +105,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memcpyBench", Napi::Function::New<MemcpyBenchJs>(env, "memcpyBench"));
   exports.Set("info", Napi::Function::New<InfoJs>(env, "info"));
   InitArena(env, exports);
+  InitShm(env, exports);
   return InitUcx(env, exports);
 }
 
