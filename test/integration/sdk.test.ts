@@ -226,6 +226,27 @@ describe(`worker SDK on a 3-node cluster (seed ${SEED})`, () => {
     expect(s.puts.latency.samples).toBe(s.puts.count);
   });
 
+  it('two workers putting one prompt at once leave one copy and index it', async () => {
+    const other = await connect({
+      natsServers: fx.cluster.natsUrl,
+      redisUrl: fx.cluster.redisUrl,
+      keyPrefix: fx.cluster.config.redis.keyPrefix,
+      model: tiny.id,
+    });
+    try {
+      const p = randomTokens(mulberry32(SEED + 7), 12 * CT);
+      const { kv } = kvFor(p, layout, 'default');
+      const [a, b] = await Promise.all([kvf.put(p, kv), other.put(p, kv)]);
+      // Every block was written by exactly one of them.
+      expect(a.bytes + b.bytes).toBe(12 * layout.blockBytes.reduce((x, y) => x + y, 0));
+      expect(Math.max(a.tokensIndexed, b.tokensIndexed)).toBe(12 * CT);
+      expect(await kvf.lookup(p)).toBe(12 * CT);
+      expect(await get(p)).toBe(12 * CT);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('rejects every call after close with CLOSED', async () => {
     const c = await connect({
       natsServers: fx.cluster.natsUrl,
