@@ -368,6 +368,12 @@ export function nativeArenaHandle(arena: Arena): NativeArenaHandle {
 // function, batched. Raw handles (Native*Handle) throw tagged Errors; the classes below turn them
 // into KvfError and are the API the rest of kvfabric uses.
 
+// UCX 1.13's shared-memory transports (posix, sysv) support peer error handling only when these
+// are on; every endpoint uses peer error handling, so without them same-host peers would fall back
+// to tcp. Set at import, before any UCX context reads its configuration (the addon sets them too).
+process.env.UCX_POSIX_ERROR_HANDLING ??= 'y';
+process.env.UCX_SYSV_ERROR_HANDLING ??= 'y';
+
 export interface NativeUcxRegionHandle {
   readonly address: bigint;
   readonly length: number;

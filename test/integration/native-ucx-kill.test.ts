@@ -106,3 +106,50 @@ for (const transport of ['tcp', 'sm'] as const) {
     });
   });
 }
+
+describe('UCX peer paused (SIGSTOP) over tcp', () => {
+  const procs: PeerProcess[] = [];
+  afterEach(async () => {
+    for (const p of procs) p.child.kill('SIGCONT');
+    await Promise.all(procs.splice(0).map((p) => p.stop()));
+  });
+
+  it('ops to a frozen peer reject with TIMEOUT at the op deadline, and the endpoint is then dead', async () => {
+    const env = { ...TRANSPORTS.tcp, KVF_PEER_OP_TIMEOUT_MS: String(OP_TIMEOUT_MS) };
+    const frozen = spawnPeer(env);
+    const client = spawnPeer(env);
+    procs.push(frozen, client);
+    const region = await frozen.request('alloc', { bytes: 64 * MiB, fill: true });
+    const local = await client.request('alloc', { bytes: 64 * MiB });
+    const c = await connectPair(client, frozen, region);
+    const args = {
+      ep: c.ep,
+      op: 'get',
+      rkey: c.rkey,
+      remoteAddress: region.address,
+      remoteLength: region.length,
+      local: local.region,
+      blockBytes: 4 * MiB,
+      inflight: 4,
+      stopOnError: true,
+    };
+    const warm = await client.request('run', { ...args, totalBytes: 16 * MiB });
+    expect(warm.errors).toEqual([]);
+
+    frozen.child.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 200)); // kill() returns before the peer has stopped
+    const t0 = Date.now();
+    const res = await client.request('run', { ...args, totalBytes: 64 * MiB });
+    const elapsed = Date.now() - t0;
+    expect(res.okOps).toBe(0);
+    expect((res.errors as string[]).length).toBe(4);
+    for (const code of res.errors as string[]) expect(code).toBe('TIMEOUT');
+    expect(elapsed).toBeGreaterThanOrEqual(OP_TIMEOUT_MS - 100);
+    expect(elapsed).toBeLessThan(OP_TIMEOUT_MS + SLACK_MS);
+    // The timed-out endpoint was force-closed: later ops fail at once instead of waiting again.
+    const t1 = Date.now();
+    const again = await client.request('run', { ...args, totalBytes: 4 * MiB });
+    expect(again.okOps).toBe(0);
+    expect(Date.now() - t1).toBeLessThan(1000);
+  });
+});
