@@ -24,6 +24,8 @@ export const ErrorCode = {
   NO_PLACEMENT: 1202,
   NOT_LEADER: 1203,
   FENCED: 1204,
+  /** A replica asked to serve a cell it has not (yet) copied in full from the primary. */
+  NOT_IN_SYNC: 1205,
   // 1300-1399: storage (arenas, blocks, leases)
   ARENA_FULL: 1300,
   BLOCK_NOT_FOUND: 1301,

@@ -19,6 +19,12 @@ import {
   releaseRequestSchema,
   SHARD_LIMITS,
   statsRequestSchema,
+  replicateRequestSchema,
+  listCellRequestSchema,
+  resyncRequestSchema,
+  dropCopiesRequestSchema,
+  reportCorruptRequestSchema,
+  debugCorruptRequestSchema,
   type AllocateRequest,
   type CommitRequest,
   type LocateRequest,
@@ -36,6 +42,12 @@ export const SHARD_REQUEST_SCHEMAS: Record<ShardOp, Schema<unknown>> = {
   locate: locateRequestSchema,
   release: releaseRequestSchema,
   stats: statsRequestSchema,
+  replicate: replicateRequestSchema,
+  list_cell: listCellRequestSchema,
+  resync: resyncRequestSchema,
+  drop_copies: dropCopiesRequestSchema,
+  report_corrupt: reportCorruptRequestSchema,
+  debug_corrupt: debugCorruptRequestSchema,
 };
 
 type Reply = Record<string, unknown>;
@@ -69,6 +81,10 @@ export class ShardHandlers {
         return (r) => this.release(r as Infer<typeof releaseRequestSchema>);
       case 'stats':
         return (r) => this.stats(r as Infer<typeof statsRequestSchema>);
+      default:
+        return () => {
+          throw new KvfError('UNKNOWN_OPERATION', `${op} is not implemented yet`);
+        };
     }
   }
 

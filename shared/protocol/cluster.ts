@@ -35,6 +35,8 @@ export const EVENT_SUBJECTS = {
   placement: 'kvf.events.placement',
   member: 'kvf.events.member',
   leader: 'kvf.events.leader',
+  /** Replication steps (backfill, promotion, out-of-sync, hot copies, index rebuild): ReplicationEvent. */
+  replication: 'kvf.events.replication',
 } as const;
 
 /**
@@ -78,7 +80,22 @@ export const COORD_SUBJECTS = {
 export const COORD_QUEUE = 'kvf-coord';
 
 /** Operations each shard node serves on `kvf.v1.shard.<nodeId>.<op>` (schemas: protocol/shard.ts). */
-export const SHARD_OPS = ['allocate', 'commit', 'abort', 'locate', 'release', 'stats'] as const;
+export const SHARD_OPS = [
+  'allocate',
+  'commit',
+  'abort',
+  'locate',
+  'release',
+  'stats',
+  // Replication (issue 5, docs/replication.md): node to node, plus report_corrupt from readers.
+  'replicate',
+  'list_cell',
+  'resync',
+  'drop_copies',
+  'report_corrupt',
+  // Test hook: refused (BAD_REQUEST) unless the node runs with KVFABRIC_TEST_HOOKS=1.
+  'debug_corrupt',
+] as const;
 export type ShardOp = (typeof SHARD_OPS)[number];
 
 export function shardSubject(nodeId: string, op: ShardOp): string {
@@ -329,6 +346,45 @@ export const leaderEventSchema = s.object({
   at: wallMs,
 });
 export type LeaderEvent = Infer<typeof leaderEventSchema>;
+
+export const REPLICATION_EVENT_KINDS = [
+  /** A replica started / finished copying a cell set from its primary (restores the rf). */
+  'backfill_started',
+  'backfill_finished',
+  'backfill_failed',
+  /** A node became primary of cells it was a replica of (its previous primary left). */
+  'promoted',
+  /** A primary marked a replica out of sync (a replicate was not confirmed in time) / in sync again. */
+  'out_of_sync',
+  'in_sync',
+  /** The node noticed it had been declared dead (fenced) and re-joined as a fresh member. */
+  'fenced',
+  /** Hot-chunk read copies pushed / withdrawn. */
+  'hot_copies_added',
+  'hot_copies_dropped',
+  /** A reader reported a corrupt block; the node verified it and dropped it. */
+  'corrupt_dropped',
+  /** The Redis index was found empty and rebuilt from the shards. */
+  'index_rebuilt',
+] as const;
+export type ReplicationEventKind = (typeof REPLICATION_EVENT_KINDS)[number];
+export const replicationEventSchema = s.object({
+  event: s.enum(REPLICATION_EVENT_KINDS),
+  /** The node (or coordinator, for index_rebuilt) that did the step. */
+  nodeId: s.string({ minLength: 1, maxLength: 128 }),
+  /** The other side: the primary copied from, the replica marked, the previous primary. */
+  peer: s.optional(nodeId),
+  model: s.optional(s.string({ pattern: MODEL_ID_PATTERN })),
+  cells: s.optional(s.array(s.string({ pattern: CELL_ID_PATTERN }), { maxItems: CLUSTER_LIMITS.cellsMax })),
+  /** Placement table epoch the node acted at. */
+  epoch: s.int({ min: 0 }),
+  blocks: s.optional(s.int({ min: 0 })),
+  bytes: s.optional(s.int({ min: 0 })),
+  ms: s.optional(s.number({ min: 0 })),
+  reason: s.optional(s.string({ maxLength: 1024 })),
+  at: wallMs,
+});
+export type ReplicationEvent = Infer<typeof replicationEventSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // Coordinator requests and replies
