@@ -13,7 +13,7 @@ if ((node_major < 20)); then
 fi
 
 # --- system packages -------------------------------------------------------------------------
-APT_PACKAGES=(nats-server redis-server libucx-dev ucx-utils cmake g++ make pkg-config python3)
+APT_PACKAGES=(nats-server redis-server libucx-dev ucx-utils cmake g++ make pkg-config python3 docker-compose)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then

@@ -73,6 +73,7 @@ export const COMMANDS: readonly Command[] = [
     module: './commands/config.js',
     export: 'run',
   },
+  { name: 'doctor', summary: 'check that this host can run kvfabric: NATS, JetStream, Redis, UCX, CUDA, clocks', module: './commands/doctor.js', export: 'run' },
   {
     name: 'version',
     summary: 'print the kvfabric, wire protocol and key scheme versions',

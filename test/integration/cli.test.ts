@@ -199,19 +199,34 @@ describe('kvfabric CLI', () => {
     const doc = parseDocument(readFileSync(path.join(repo, 'docker-compose.yml'), 'utf8'), { merge: true });
     expect(doc.errors).toEqual([]);
     const services = (
-      doc.toJS() as { services: Record<string, { command?: string[]; environment?: Record<string, string> }> }
+      doc.toJS() as {
+        services: Record<
+          string,
+          { image?: string; command?: string[]; environment?: Record<string, string> }
+        >;
+      }
     ).services;
-    const ours = Object.entries(services).filter(([, svc]) => svc.command?.[0] === 'kvfabric');
-    expect(ours.map(([name]) => name).sort()).toEqual(['coordinator', 'shard-node']);
+    // The kvfabric image's entrypoint is `node bin/kvfabric.js`: command is `<subcommand> --config <file>`.
+    // (Environment values with ${VAR:-default} are checked resolved in deploy-configs.test.ts.)
+    const ours = Object.entries(services).filter(([, svc]) => svc.image?.startsWith('kvfabric:'));
+    expect(ours.map(([name]) => name)).toEqual(
+      expect.arrayContaining([
+        'coordinator-1',
+        'coordinator-2',
+        'shard-node-1',
+        'shard-node-2',
+        'shard-node-3',
+      ]),
+    );
     for (const [name, svc] of ours) {
-      const [, sub, flag, file] = svc.command as string[];
+      const [sub, flag, file] = svc.command as string[];
       expect(
         COMMANDS.map((c) => c.name),
         name,
       ).toContain(sub);
       expect(flag).toBe('--config');
-      // /etc/kvfabric is ./cluster-config mounted read-only
-      const local = path.join('cluster-config', path.relative('/etc/kvfabric', file as string));
+      // /etc/kvfabric is ./cluster-config/baremetal mounted read-only
+      const local = path.join('cluster-config/baremetal', path.relative('/etc/kvfabric', file as string));
       const r = kvfabric(['config', 'validate', local], svc.environment ?? {});
       expect(r.stderr, name).toBe('');
       expect(r.status, name).toBe(0);
