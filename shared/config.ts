@@ -35,6 +35,7 @@ export interface KvfConfig {
     token?: string;
     tls: boolean;
     requestTimeoutMs: number;
+    jetstreamReplicas?: number;
   };
   redis: { url: string; keyPrefix: string; indexTtlSeconds: number; password?: string };
   partition: { layerGroups: number; seqBuckets: number; seqBucketTokens: number };
@@ -44,6 +45,7 @@ export interface KvfConfig {
     nodeDeadAfterMs: number;
     leaderLeaseTtlMs: number;
     replicationFactor: number;
+    indexCheckIntervalMs: number;
   };
   shard: {
     id?: string;
@@ -53,6 +55,11 @@ export interface KvfConfig {
     readLeaseMs: number;
     blockTtlSeconds: number;
     batchBlocksMax: number;
+    replicationAckTimeoutMs: number;
+    selfFenceAfterMs: number;
+    hotReadsPerSec: number;
+    hotCopiesMax: number;
+    hotCopyTtlMs: number;
   };
   ucx: { transports?: string; opTimeoutMs: number };
   models: { builtin: string[] };
@@ -107,6 +114,12 @@ export const KEYS: readonly KeySpec[] = [
     kind: { t: 'duration', min: 1 },
     default: 5000,
     doc: 'Timeout of one control-plane request/reply.',
+  },
+  {
+    key: 'nats.jetstreamReplicas',
+    kind: { t: 'int', min: 1, max: 5 },
+    optional: true,
+    doc: 'JetStream replicas of every kvfabric bucket and stream (3 with a three-server NATS cluster); unset = 1; applies when they are created.',
   },
   {
     key: 'redis.url',
@@ -172,8 +185,14 @@ export const KEYS: readonly KeySpec[] = [
   {
     key: 'coordinator.replicationFactor',
     kind: { t: 'int', min: 1, max: 8 },
-    default: 1,
+    default: 2,
     doc: 'Copies of each block (primary included).',
+  },
+  {
+    key: 'coordinator.indexCheckIntervalMs',
+    kind: { t: 'duration', min: 10 },
+    default: 2000,
+    doc: 'How often the leader checks that the Redis index is intact; an emptied index is rebuilt from the shards.',
   },
   {
     key: 'shard.id',
@@ -216,6 +235,36 @@ export const KEYS: readonly KeySpec[] = [
     kind: { t: 'int', min: 1, max: 1 << 20 },
     default: 4096,
     doc: 'Most blocks in one allocate/commit/locate request.',
+  },
+  {
+    key: 'shard.replicationAckTimeoutMs',
+    kind: { t: 'duration', min: 1 },
+    default: 2000,
+    doc: 'How long a commit with ack all waits for a replica; one that misses it is marked out of sync.',
+  },
+  {
+    key: 'shard.selfFenceAfterMs',
+    kind: { t: 'duration', min: 1 },
+    default: 3000,
+    doc: 'A node whose last heartbeat succeeded longer ago refuses writes (FENCED) until one succeeds; keep below coordinator.nodeDeadAfterMs.',
+  },
+  {
+    key: 'shard.hotReadsPerSec',
+    kind: { t: 'int', min: 1, max: 1 << 30 },
+    default: 200,
+    doc: 'Locates per second of one block above which it gets extra read copies on other nodes.',
+  },
+  {
+    key: 'shard.hotCopiesMax',
+    kind: { t: 'int', min: 0, max: 16 },
+    default: 2,
+    doc: 'Most extra read copies of a hot block (0 = off).',
+  },
+  {
+    key: 'shard.hotCopyTtlMs',
+    kind: { t: 'duration', min: 1 },
+    default: 10000,
+    doc: 'A hot copy not read for this long is dropped by its holder (and a block that cooled this long loses its copies).',
   },
   {
     key: 'ucx.transports',

@@ -17,7 +17,13 @@ import { ensureBuckets } from './cluster/buckets.js';
 import { PlacementCache } from './cluster/placement-cache.js';
 import { envNameFor, parseConfig, type KvfConfig } from './config.js';
 import { KvfError } from './errors.js';
-import { startNatsServer, startRedisServer, type ServerHandle } from './local-servers.js';
+import {
+  startNatsCluster,
+  startNatsServer,
+  startRedisServer,
+  type NatsClusterHandle,
+  type ServerHandle,
+} from './local-servers.js';
 import type { PartitionSpec } from './partition.js';
 import type { PlacementTable } from './protocol/cluster.js';
 
@@ -35,6 +41,13 @@ export interface LocalClusterOptions {
   partition?: Partial<PartitionSpec>;
   /** Use this nats-server instead of starting one (it is not stopped by stop()). */
   nats?: ServerHandle;
+  /**
+   * Start a NATS cluster of this many servers (startNatsCluster) instead of one server; the
+   * buckets and the event stream are created with this many JetStream replicas (at most 3) before
+   * any actor starts, and every child gets every server URL. Ignored when `nats` is given.
+   * @default 1 (a single server)
+   */
+  natsCluster?: number;
   /** Use this redis-server instead of starting one (it is not stopped by stop()). */
   redis?: ServerHandle;
   /** Every output line of every child, prefixed `[<nodeId>] `. @default dropped */
@@ -71,6 +84,16 @@ export interface LocalCluster {
   readonly env: Record<string, string>;
   readonly coordinators: ChildHandle[];
   readonly shards: ChildHandle[];
+  /** The NATS cluster this cluster started (natsCluster > 1), for fault injection. */
+  readonly natsCluster: NatsClusterHandle | undefined;
+  /** The redis-server currently running (undefined between killRedis and restartRedis). */
+  redisServer(): ServerHandle | undefined;
+  /** Kill the redis-server (default SIGKILL); its data is gone (no persistence). */
+  killRedis(signal?: NodeJS.Signals): Promise<void>;
+  /** Start an empty redis-server on the same port after killRedis. */
+  restartRedis(): Promise<void>;
+  /** Start one more coordinator (does not wait for it to campaign). */
+  addCoordinator(): Promise<ChildHandle>;
   /** Resolves with the table once it lists `nShards` live shard nodes of this cluster and every cell has a primary. */
   waitForPlacement(nShards: number, timeoutMs?: number): Promise<PlacementTable>;
   /** Start one more shard node (does not wait for placement). */
@@ -219,11 +242,29 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
   installExitHook();
   const ownNats = opts.nats === undefined;
   const ownRedis = opts.redis === undefined;
-  const [nats, redis] = await Promise.all([
-    opts.nats ? Promise.resolve(opts.nats) : startNatsServer(),
+  const natsServers = opts.nats === undefined ? (opts.natsCluster ?? 1) : 1;
+  const [natsOne, natsCluster, firstRedis] = await Promise.all([
+    opts.nats || natsServers > 1 ? Promise.resolve(opts.nats) : startNatsServer(),
+    natsServers > 1 ? startNatsCluster(natsServers) : Promise.resolve(undefined),
     opts.redis ? Promise.resolve(opts.redis) : startRedisServer(),
   ]);
-  const env = clusterEnv(nats.url, redis.url, opts);
+  const nats: { url: string; urls: string[]; stop(): Promise<void> } = natsCluster
+    ? { url: natsCluster.url, urls: natsCluster.urls, stop: () => natsCluster.stop() }
+    : {
+        url: (natsOne as ServerHandle).url,
+        urls: [(natsOne as ServerHandle).url],
+        stop: () => (natsOne as ServerHandle).stop(),
+      };
+  let redis: ServerHandle | undefined = firstRedis;
+  const redisUrl = firstRedis.url;
+  const jsReplicas = Math.min(3, natsServers);
+  const env = clusterEnv(nats.url, redisUrl, {
+    ...opts,
+    env: {
+      ...(jsReplicas > 1 ? { [envNameFor('nats.jetstreamReplicas')]: String(jsReplicas) } : {}),
+      ...(opts.env ?? {}),
+    },
+  });
   const config = parseConfig({}, { ...process.env, ...env });
   const prefix = opts.idPrefix ?? '';
   const childStopMs = opts.childStopTimeoutMs ?? LOCAL_CLUSTER_DEFAULTS.childStopTimeoutMs;
@@ -241,21 +282,44 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
     return h;
   };
 
+  let nextCoord = 1;
+  const startCoordinator = (): ChildHandle => {
+    const nodeId = `${prefix}coord-${nextCoord++}`;
+    const h = spawnChild('coordinator', nodeId, { ...env, [envNameFor('coordinator.id')]: nodeId }, opts.log);
+    coordinators.push(h);
+    return h;
+  };
+
   const cache = async (): Promise<PlacementCache> => {
     if (placement) return placement;
-    nc = await connect({ servers: nats.url, name: 'kvfabric-local-cluster' });
-    const b = await ensureBuckets(nc);
+    nc = await connect({ servers: nats.urls, name: 'kvfabric-local-cluster', maxReconnectAttempts: -1 });
+    const b = await ensureBuckets(nc, { replicas: jsReplicas });
     placement = await PlacementCache.open(b.placement);
     return placement;
   };
 
   const cluster: LocalCluster = {
     natsUrl: nats.url,
-    redisUrl: redis.url,
+    redisUrl,
     config,
     env,
     coordinators,
     shards,
+    natsCluster,
+    redisServer: () => redis,
+    async killRedis(signal: NodeJS.Signals = 'SIGKILL') {
+      const r = redis;
+      redis = undefined;
+      await r?.stop(signal);
+    },
+    async restartRedis() {
+      if (redis !== undefined) return;
+      redis = await startRedisServer({ port: Number(new URL(redisUrl).port) });
+    },
+    addCoordinator() {
+      if (stopped) return Promise.reject(new KvfError('CLOSED', 'local cluster is stopped'));
+      return Promise.resolve(startCoordinator());
+    },
     async waitForPlacement(
       nShards,
       timeoutMs = opts.readyTimeoutMs ?? LOCAL_CLUSTER_DEFAULTS.readyTimeoutMs,
@@ -300,18 +364,15 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
       // Shards first (they delete their member records), then the coordinators.
       await Promise.all(shards.map((h) => stopChild(h, childStopMs)));
       await Promise.all(coordinators.map((h) => stopChild(h, childStopMs)));
-      await Promise.all([ownNats ? nats.stop() : undefined, ownRedis ? redis.stop() : undefined]);
+      await Promise.all([ownNats ? nats.stop() : undefined, ownRedis ? redis?.stop() : undefined]);
     },
   };
 
   try {
+    // Buckets first, with the cluster's JetStream replicas: actors that create them later bind.
+    if (jsReplicas > 1) await cache();
     const nCoord = opts.coordinators ?? LOCAL_CLUSTER_DEFAULTS.coordinators;
-    for (let i = 1; i <= nCoord; i++) {
-      const nodeId = `${prefix}coord-${i}`;
-      coordinators.push(
-        spawnChild('coordinator', nodeId, { ...env, [envNameFor('coordinator.id')]: nodeId }, opts.log),
-      );
-    }
+    for (let i = 1; i <= nCoord; i++) startCoordinator();
     for (let i = 0; i < opts.shards; i++) startShard();
     if (opts.shards > 0) {
       // A child that exits during start-up fails the start at once instead of at the timeout.

@@ -17,8 +17,11 @@ export function natsOptions(cfg: KvfConfig, name: string): ConnectionOptions {
   const o: ConnectionOptions = {
     servers: cfg.nats.servers,
     name,
-    // Reconnect forever: a coordinator outlives NATS server restarts.
+    // Reconnect forever: a coordinator outlives NATS server restarts. Short jittered waits: with
+    // every cluster URL in servers, a dead server costs one failed try, not a stampede.
     maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    reconnectJitter: 250,
   };
   if (cfg.nats.user !== undefined) o.user = cfg.nats.user;
   if (cfg.nats.pass !== undefined) o.pass = cfg.nats.pass;
@@ -61,6 +64,7 @@ export async function main(argv: string[]): Promise<number> {
       heartbeatIntervalMs: config.coordinator.heartbeatIntervalMs,
       nodeDeadAfterMs: config.coordinator.nodeDeadAfterMs,
       leaderLeaseTtlMs: config.coordinator.leaderLeaseTtlMs,
+      buckets: { replicas: config.nats.jetstreamReplicas ?? 1 },
       logger: log,
     });
   } catch (err) {

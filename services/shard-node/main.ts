@@ -51,8 +51,10 @@ export function natsConnectOptions(config: KvfConfig, name: string): Parameters<
     ...(n.user !== undefined ? { user: n.user, pass: n.pass } : {}),
     ...(n.token !== undefined ? { token: n.token } : {}),
     ...(n.tls ? { tls: {} } : {}),
-    // A shard node outlives NATS restarts: keep reconnecting.
+    // A shard node outlives NATS restarts: keep reconnecting, with short jittered waits.
     maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    reconnectJitter: 250,
   };
 }
 
