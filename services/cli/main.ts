@@ -54,18 +54,14 @@ export const COMMANDS: readonly Command[] = [
     module: '../replica/main.js',
     export: 'main',
   },
+  { name: 'agent', summary: 'run the local agent engines talk to (unix socket + shared memory)', module: '../agent/main.js', export: 'main' },
   {
     name: 'bench',
-    summary: 'benchmarks: `bench transfer` measures block transfer throughput over UCX',
-    module: '',
-    export: '',
-    subcommands: {
-      transfer: {
-        module: './commands/bench-transfer.js',
-        export: 'benchTransfer',
-        summary: 'UCX block transfer throughput and latency between two endpoints',
-      },
-    },
+    summary:
+      'benchmarks: caching strategies side by side, trace replay and capacity sweep, TTFT model, limits; `bench transfer`: UCX throughput',
+    // services/cli/commands/bench.ts dispatches `bench transfer` to commands/bench-transfer.ts itself.
+    module: './commands/bench.js',
+    export: 'run',
   },
   {
     name: 'config',
