@@ -349,6 +349,9 @@ void WorkerCore::StartBatch(Batch* batch) {
   };
   if (closing_.load()) fail_all(Code::Closed, "UCX worker is closing");
   if (!closing_.load() && ep->failed) fail_all(ep->fail_code, ep->fail_message);
+  // A guard count: a request completing while later ones are still being submitted must not
+  // finish (and hand to JS, which frees it) the batch under this loop.
+  batch->outstanding = 1;
   if (!ep->failed && !closing_.load()) {
     ep->pending.push_back(batch);
     for (size_t i = 0; i < n; ++i) {
@@ -380,10 +383,11 @@ void WorkerCore::StartBatch(Batch* batch) {
       p.user_data = &batch->reqs[n];
       ucs_status_ptr_t r = ucp_ep_flush_nbx(ep->ep, &p);
       if (UCS_PTR_IS_ERR(r)) {
+        batch->outstanding++;  // FinishReq takes one back
         FinishReq(&batch->reqs[n], UCS_PTR_STATUS(r));
-        return;
+      } else if (r != nullptr) {
+        batch->outstanding++;
       }
-      if (r != nullptr) batch->outstanding++;
     }
     if (ep->failed) {
       for (auto& s : batch->status) {
@@ -391,6 +395,7 @@ void WorkerCore::StartBatch(Batch* batch) {
       }
     }
   }
+  batch->outstanding--;  // the guard
   MaybeComplete(batch);
 }
 
