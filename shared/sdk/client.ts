@@ -14,11 +14,12 @@ import { chunkHashes } from '../hashing.js';
 import { PrefixIndex } from '../index/prefix-index.js';
 import { BUILTIN_PROFILES, validateProfile, type ModelProfile } from '../profiles.js';
 import type { RegisterModelReply } from '../protocol/cluster.js';
-import { releaseReplySchema } from '../protocol/shard.js';
+import { ACK_MODES, releaseReplySchema, type AckMode } from '../protocol/shard.js';
 import { currentTable, type FlowContext } from './context.js';
 import { cacheKv, getCachedKv, type CachedKv, type KvTypedArray } from './convenience.js';
 import { DataPlane } from './dataplane.js';
-import { runGet, type GetResult, type LayerGroupReady } from './get.js';
+import { HotCopies, SyncMemory } from './copies.js';
+import { runGet, type GetResult, type LayerGroupReady, type ReadState } from './get.js';
 import { bufferBytesFor, modelLayout, type KvBuffers, type ModelLayout } from './layout.js';
 import { MembersCache } from './members.js';
 import { PolledPlacement, type PlacementSource } from './placement-source.js';
@@ -39,6 +40,14 @@ export interface CallOptions {
 export interface GetOptions extends CallOptions {
   /** Called once per layer group as soon as that group's blocks have landed and been verified. */
   onLayerGroup?: (ready: LayerGroupReady) => void;
+}
+
+export interface PutOptions extends CallOptions {
+  /**
+   * When a commit counts: 'primary' once the primary committed (replicas copy in the background),
+   * 'all' once every in-sync replica confirmed its copy too. @default the client's putAck ('all')
+   */
+  ack?: AckMode;
 }
 
 export interface RegisterOptions {
@@ -73,12 +82,19 @@ export class KvfClient {
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly profiles = new Map<string, ModelProfile>();
   private readonly layerModelsRegistered = new Set<string>();
+  private readonly readState: ReadState;
 
   private constructor(
     private readonly ctx: FlowContext,
     private readonly models: KV,
     private readonly coordinator: CoordinatorClient,
-  ) {}
+  ) {
+    this.readState = {
+      hot: new HotCopies(ctx.opts.hotCopiesMax, ctx.opts.hotCopyTtlMs),
+      sync: new SyncMemory(ctx.opts.notInSyncTtlMs),
+      clock: ctx.opts.clock,
+    };
+  }
 
   /** Connect to NATS and Redis and load the placement table. See ConnectOptions for defaults. */
   static async connect(options: ConnectOptions = {}): Promise<KvfClient> {
@@ -213,7 +229,7 @@ export class KvfClient {
       const started = performance.now();
       const lookup = await this.lookupDetailedInner(tokens, opts);
       const layout = await this.resolveLayout(lookup.model);
-      const r = await runGet(this.ctx, {
+      const r = await runGet(this.ctx, this.readState, {
         model: lookup.model,
         layout,
         hashes: lookup.hashes,
@@ -229,6 +245,9 @@ export class KvfClient {
       s.getBytes += r.bytes;
       s.getShortenedBlocks += r.failedBlocks;
       s.checksumFailures += r.checksumFailures;
+      s.failovers += r.failovers;
+      s.lateBlocks += r.lateBlocks;
+      if (r.degraded) s.getDegraded++;
       s.staleRetries += r.staleRetries;
       s.getLatency.record(performance.now() - started);
       return r;
@@ -240,20 +259,24 @@ export class KvfClient {
    * blocks already cached are skipped. Index entries are written only for the leading chunks
    * whose every layer group is stored.
    */
-  put(tokens: Tokens, kv: KvBuffers, opts: CallOptions = {}): Promise<PutResult> {
+  put(tokens: Tokens, kv: KvBuffers, opts: PutOptions = {}): Promise<PutResult> {
     return this.op(async () => {
       const started = performance.now();
       const model = this.modelOf(opts);
       const namespace = this.namespaceOf(opts);
       const layout = await this.resolveLayout(model);
       const hashes = chunkHashes(tokens, { modelId: model, namespace, chunkTokens: layout.chunkTokens });
-      const r = await runPut(this.ctx, { model, layout, hashes, kv });
+      const ack = opts.ack ?? this.ctx.opts.putAck;
+      if (!ACK_MODES.includes(ack)) throw new KvfError('BAD_REQUEST', `ack must be 'primary' or 'all'`);
+      const r = await runPut(this.ctx, { model, layout, hashes, kv, ack });
       const s = this.ctx.stats;
       s.putCount++;
       s.chunksStored += r.chunksStored;
       s.chunksPresent += r.chunksPresent;
       s.tokensIndexed += r.tokensIndexed;
       s.putBytes += r.bytes;
+      if (r.indexDegraded) s.putIndexDegraded++;
+      if (r.outOfSync.length > 0) s.putUnderReplicated++;
       s.staleRetries += r.staleRetries;
       s.putLatency.record(performance.now() - started);
       return r;
@@ -390,8 +413,20 @@ export class KvfClient {
   }
 }
 
-function natsOptions(o: CompiledOptions): ConnectionOptions {
-  const c: ConnectionOptions = { servers: o.natsServers, name: 'kvfabric-sdk' };
+/**
+ * Every server URL (the client also learns the cluster's others from the first one it reaches),
+ * reconnect forever with jittered waits: a worker outlives any one nats-server. While it is
+ * disconnected, shard requests time out (TIMEOUT) and count as failed copies, never as throws.
+ */
+export function natsOptions(o: CompiledOptions): ConnectionOptions {
+  const c: ConnectionOptions = {
+    servers: o.natsServers,
+    name: 'kvfabric-sdk',
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: o.natsReconnectWaitMs,
+    reconnectJitter: o.natsReconnectJitterMs,
+    reconnectJitterTLS: o.natsReconnectJitterMs,
+  };
   if (o.natsUser !== undefined) c.user = o.natsUser;
   if (o.natsPass !== undefined) c.pass = o.natsPass;
   if (o.natsToken !== undefined) c.token = o.natsToken;

@@ -8,14 +8,14 @@
  * A block that is missing, refused, unreachable, late (past its lease) or corrupt marks its chunk
  * bad: the hit stops before it. It never fails the call and its bytes are never counted as served.
  */
-import { crc32cRange } from '../../native/index.js';
 import type { Logger } from '../log.js';
-import type { MemberRecord } from '../protocol/cluster.js';
-import { locateReplySchema, type LocateReply } from '../protocol/shard.js';
+import type { PlacementTable } from '../protocol/cluster.js';
 import { currentTable, refreshedTable, type FlowContext } from './context.js';
+import { HotCopies, readCandidates, type SyncMemory } from './copies.js';
 import { buffersChunkCapacity, type KvBuffers, type ModelLayout } from './layout.js';
-import { BlockGrid, groupByPrimary, planBlocks, type BlockRef } from './plan.js';
-import { callShard } from './shard-rpc.js';
+import type { MonoClock } from './lease.js';
+import { BlockGrid, planBlocks, type BlockRef } from './plan.js';
+import { failOver, runRound, type ReadBlock, type RoundTally } from './read-round.js';
 
 export interface LayerGroupReady {
   /** Layer group index. */
@@ -40,8 +40,12 @@ export interface GetResult {
   /** Planned blocks that did not arrive intact. */
   failedBlocks: number;
   checksumFailures: number;
-  /** Refresh-and-retry rounds after STALE_EPOCH / NOT_OWNER. */
+  /** Refresh-and-retry rounds after STALE_EPOCH / NO_PLACEMENT. */
   staleRetries: number;
+  /** Times a block moved on to another copy (a node down, refusing, missing it, corrupt, late). */
+  failovers: number;
+  /** Blocks whose read and check finished after their lease (minus the margin): not served. */
+  lateBlocks: number;
 }
 
 export interface GetInput {
@@ -53,143 +57,6 @@ export interface GetInput {
   onLayerGroup?: (ready: LayerGroupReady) => void;
 }
 
-interface LocatedBlock {
-  ref: BlockRef;
-  address: bigint;
-  checksum: number;
-}
-
-interface NodeRead {
-  nodeId: string;
-  leaseId: string | undefined;
-  /** Wall-clock ms after which the lease may have run out: bytes read later are not trusted. */
-  deadlineMs: number;
-  blocks: LocatedBlock[];
-}
-
-interface LocateOutcome {
-  reads: NodeRead[];
-  /** Blocks the owning node answered found: false for (vanished). */
-  notFound: BlockRef[];
-  staleRetries: number;
-}
-
-async function locateNode(
-  ctx: FlowContext,
-  model: string,
-  nodeId: string,
-  blocks: BlockRef[],
-  epoch: number,
-): Promise<{ kind: 'ok'; read: NodeRead; notFound: BlockRef[] } | { kind: 'refused' | 'failed' }> {
-  const sentAt = Date.now();
-  const body = { model, epoch, blocks: blocks.map((b) => ({ hash: b.hash, g: b.g, i: b.i, s: b.s })) };
-  const r = await callShard(ctx.nc, nodeId, 'locate', body, locateReplySchema, ctx.opts.requestTimeoutMs);
-  if (r.kind !== 'ok') {
-    ctx.opts.logger?.debug('locate did not succeed', { nodeId, kind: r.kind, code: r.error.codeName });
-    return { kind: r.kind };
-  }
-  const reply: LocateReply = r.reply;
-  if (reply.blocks.length !== blocks.length) {
-    ctx.opts.logger?.warn('locate reply has the wrong number of blocks', { nodeId });
-    if (reply.leaseId !== undefined) ctx.releaser.release(nodeId, [reply.leaseId]);
-    return { kind: 'failed' };
-  }
-  const read: NodeRead = {
-    nodeId,
-    leaseId: reply.leaseId,
-    deadlineMs: sentAt + reply.leaseTtlMs,
-    blocks: [],
-  };
-  const notFound: BlockRef[] = [];
-  reply.blocks.forEach((b, k) => {
-    const ref = blocks[k] as BlockRef;
-    if (b.found && b.address !== undefined && b.checksum !== undefined) {
-      read.blocks.push({ ref, address: b.address, checksum: b.checksum });
-    } else if (!b.found) notFound.push(ref);
-  });
-  return { kind: 'ok', read, notFound };
-}
-
-/** One locate per node; refused blocks are re-planned on a refreshed table, bounded rounds. */
-async function locateAll(
-  ctx: FlowContext,
-  model: string,
-  byNode: Map<string, BlockRef[]>,
-  epoch: number,
-): Promise<LocateOutcome> {
-  const out: LocateOutcome = { reads: [], notFound: [], staleRetries: 0 };
-  let pending = byNode;
-  for (let round = 0; pending.size > 0; round++) {
-    const entries = [...pending];
-    const results = await Promise.all(
-      entries.map(([nodeId, blocks]) =>
-        locateNode(ctx, model, nodeId, blocks.slice(0, ctx.opts.blocksPerRequestMax), epoch),
-      ),
-    );
-    const refused: BlockRef[] = [];
-    results.forEach((r, k) => {
-      if (r.kind === 'ok') {
-        out.reads.push(r.read);
-        out.notFound.push(...r.notFound);
-      } else if (r.kind === 'refused') refused.push(...(entries[k] as [string, BlockRef[]])[1]);
-    });
-    if (refused.length === 0 || round >= ctx.opts.staleRetriesMax) break;
-    out.staleRetries++;
-    const table = await refreshedTable(ctx);
-    pending = groupByPrimary(refused, table.cells).byNode;
-    epoch = table.epoch;
-  }
-  return out;
-}
-
-interface TransferTally {
-  bytes: number;
-  checksumFailures: number;
-}
-
-/** UCX-get one node's blocks of one layer group, then verify each against its checksum. */
-async function readGroup(
-  ctx: FlowContext,
-  input: GetInput,
-  read: NodeRead,
-  member: MemberRecord | undefined,
-  g: number,
-  grid: BlockGrid,
-  tally: TransferTally,
-): Promise<void> {
-  const blocks = read.blocks.filter((b) => b.ref.g === g);
-  if (blocks.length === 0 || member === undefined) return;
-  const bb = input.layout.blockBytes[g] as number;
-  const region = Object.hasOwn(member.models, input.model) ? member.models[input.model] : undefined;
-  if (region === undefined || region.blockBytes < bb) {
-    ctx.opts.logger?.warn('node region does not fit the model layout', { nodeId: read.nodeId, g });
-    return;
-  }
-  const local = input.target.groups[g] as Uint8Array;
-  let results;
-  try {
-    results = await ctx.data.get(
-      member,
-      input.model,
-      blocks.map((b) => ({ remoteAddress: b.address, local, localOffset: b.ref.i * bb, length: bb })),
-    );
-  } catch (err) {
-    ctx.opts.logger?.debug('UCX get batch failed', { nodeId: read.nodeId, g, err });
-    return;
-  }
-  const late = Date.now() > read.deadlineMs;
-  results.forEach((res, k) => {
-    const b = blocks[k] as LocatedBlock;
-    if (!res.ok || late) return;
-    if (crc32cRange(local, b.ref.i * bb, bb) !== b.checksum) {
-      tally.checksumFailures++;
-      return;
-    }
-    grid.set(b.ref.i, g, true);
-    tally.bytes += bb;
-  });
-}
-
 function notify(logger: Logger | undefined, cb: GetInput['onLayerGroup'], ready: LayerGroupReady): void {
   if (cb === undefined) return;
   try {
@@ -199,7 +66,43 @@ function notify(logger: Logger | undefined, cb: GetInput['onLayerGroup'], ready:
   }
 }
 
-export async function runGet(ctx: FlowContext, input: GetInput): Promise<GetResult> {
+/** Everything a read needs that outlives one call: the hot-copy cache and the clock. */
+export interface ReadState {
+  hot: HotCopies;
+  sync: SyncMemory;
+  clock: MonoClock;
+}
+
+/** Candidate copies of a block, best first, on `table`, and which of them are hot copies. */
+function candidatesFor(
+  ctx: FlowContext,
+  state: ReadState,
+  model: string,
+  ref: BlockRef,
+  cells: PlacementTable['cells'],
+  salt: number,
+  avoid: ReadonlySet<string>,
+): { candidates: string[]; hot: Set<string>; primary: string | undefined } {
+  const cell = Object.hasOwn(cells, ref.cellId) ? cells[ref.cellId] : undefined;
+  const candidates = readCandidates({
+    cell,
+    cellId: ref.cellId,
+    hotExtras: state.hot.extras(HotCopies.key(model, ref.hash, ref.g)),
+    blockKey: `${ref.hash}:${ref.g}`,
+    salt,
+    spread: ctx.opts.readSpread,
+    avoid,
+    outOfSync: (n) => state.sync.isOut(n, ref.cellId),
+  });
+  const replicas = cell?.replicas ?? [];
+  return {
+    candidates,
+    hot: new Set(candidates.filter((n) => !replicas.includes(n))),
+    primary: replicas[0],
+  };
+}
+
+export async function runGet(ctx: FlowContext, state: ReadState, input: GetInput): Promise<GetResult> {
   const { layout, hashes, lookup } = input;
   const G = layout.groups.length;
   const ct = layout.chunkTokens;
@@ -216,13 +119,15 @@ export async function runGet(ctx: FlowContext, input: GetInput): Promise<GetResu
     failedBlocks: 0,
     checksumFailures: 0,
     staleRetries: 0,
+    failovers: 0,
+    lateBlocks: 0,
   };
   if (want === 0) {
     for (let g = 0; g < G; g++)
       notify(ctx.opts.logger, input.onLayerGroup, { group: g, chunks: 0, tokens: 0 });
     return empty;
   }
-  const table = await currentTable(ctx);
+  let table = await currentTable(ctx);
   const plan = planBlocks({
     placement: table,
     hashes,
@@ -232,26 +137,82 @@ export async function runGet(ctx: FlowContext, input: GetInput): Promise<GetResu
     blocksPerNodeMax: ctx.opts.blocksPerRequestMax,
   });
   const grid = new BlockGrid(plan.chunks, G);
-  const located = await locateAll(ctx, input.model, plan.byNode, table.epoch);
-  const members = await Promise.all(located.reads.map((r) => ctx.members.resolve(r.nodeId)));
-  const tally: TransferTally = { bytes: 0, checksumFailures: 0 };
-  // Submit group by group so UCX moves group 0 first on every endpoint.
-  const groupsDone: Promise<void>[] = [];
-  for (let g = 0; g < G; g++) {
-    const batches = located.reads.map((r, k) => readGroup(ctx, input, r, members[k], g, grid, tally));
-    groupsDone.push(
-      Promise.all(batches).then(() => {
-        const chunks = grid.leadingInGroup(g);
-        notify(ctx.opts.logger, input.onLayerGroup, { group: g, chunks, tokens: chunks * ct });
-      }),
+  const salt = (Math.random() * 0x100000000) >>> 0;
+  const none = new Set<string>();
+  const blocks: ReadBlock[] = [...[...plan.byNode.values()].flat(), ...plan.unplaced].map((ref) => {
+    const { candidates, hot, primary } = candidatesFor(ctx, state, input.model, ref, table.cells, salt, none);
+    return {
+      ref,
+      candidates,
+      hot,
+      primary,
+      next: 0,
+      final: candidates.length === 0 ? 'failed' : undefined,
+      vanished: false,
+      otherFailure: candidates.length === 0,
+    };
+  });
+  const tally: RoundTally = {
+    bytes: 0,
+    checksumFailures: 0,
+    lateBlocks: 0,
+    failovers: 0,
+    stale: [],
+    down: new Set(),
+    refresh: false,
+  };
+  const notified = new Set<number>();
+  const settle = (g: number): void => {
+    if (notified.has(g)) return;
+    notified.add(g);
+    const chunks = grid.leadingInGroup(g);
+    notify(ctx.opts.logger, input.onLayerGroup, { group: g, chunks, tokens: chunks * ct });
+  };
+  let staleRetries = 0;
+  for (let round = 0; round < ctx.opts.readRoundsMax; round++) {
+    const pending = stillPending(blocks);
+    if (pending.length === 0) break;
+    tally.stale = [];
+    tally.refresh = false;
+    await runRound(
+      ctx,
+      {
+        model: input.model,
+        layout,
+        target: input.target,
+        epoch: table.epoch,
+        grid,
+        claimedChunks: lookup.degraded ? 0 : lookup.chunks,
+        clock: state.clock,
+        hot: state.hot,
+        sync: state.sync,
+        // A group none of whose blocks waits for another copy is settled: tell the engine now.
+        onGroupSettled: (g) => {
+          if (!blocks.some((b) => b.ref.g === g && b.final === undefined)) settle(g);
+        },
+      },
+      pending,
+      tally,
     );
+    const stale = tally.stale.length > 0;
+    if (stale) {
+      if (staleRetries >= ctx.opts.staleRetriesMax) {
+        for (const rb of tally.stale) failOver(rb, tally, 'failed');
+      } else staleRetries++;
+    }
+    if (!stale && !tally.refresh) continue;
+    // A node refused, failed or is gone: the table may have moved on (a failover). Re-plan.
+    const fresh = await refreshedTable(ctx);
+    if (fresh.epoch !== table.epoch || stale) {
+      table = fresh;
+      for (const rb of stillPending(blocks, true)) replan(ctx, state, input.model, rb, table, salt, tally);
+    }
   }
-  await Promise.all(groupsDone);
-  for (const r of located.reads) if (r.leaseId !== undefined) ctx.releaser.release(r.nodeId, [r.leaseId]);
-  if (!lookup.degraded) dropVanished(ctx, located.notFound, lookup.chunks);
+  for (const rb of blocks) if (rb.final === undefined) rb.final = 'failed';
+  for (let g = 0; g < G; g++) settle(g);
+  if (!lookup.degraded) dropVanished(ctx, blocks, lookup.chunks);
   const chunks = grid.leadingComplete();
-  let okBlocks = 0;
-  for (let i = 0; i < plan.chunks; i++) for (let g = 0; g < G; g++) if (grid.get(i, g)) okBlocks++;
+  const okBlocks = blocks.filter((b) => b.final === 'ok').length;
   return {
     ...empty,
     tokens: chunks * ct,
@@ -260,15 +221,56 @@ export async function runGet(ctx: FlowContext, input: GetInput): Promise<GetResu
     bytesMoved: tally.bytes,
     failedBlocks: plan.chunks * G - okBlocks,
     checksumFailures: tally.checksumFailures,
-    staleRetries: located.staleRetries,
+    staleRetries,
+    failovers: tally.failovers,
+    lateBlocks: tally.lateBlocks,
   };
 }
 
 /**
- * The index claimed chunks whose owner no longer has a block: drop those entries so the next
- * lookup stops before them (and the next put re-stores them). Background, never throws.
+ * Blocks still worth reading: not final and before the first chunk that cannot be complete any
+ * more (a prefix with a hole is unreachable, so reading past it is wasted work).
  */
-function dropVanished(ctx: FlowContext, notFound: readonly BlockRef[], indexedChunks: number): void {
-  const hashes = [...new Set(notFound.filter((b) => b.i < indexedChunks).map((b) => b.hash))];
+function stillPending(blocks: readonly ReadBlock[], includeExhausted = false): ReadBlock[] {
+  let limit = Number.POSITIVE_INFINITY;
+  for (const b of blocks) if (b.final === 'failed' && b.ref.i < limit) limit = b.ref.i;
+  return blocks.filter(
+    (b) => b.final === undefined && b.ref.i < limit && (includeExhausted || b.next < b.candidates.length),
+  );
+}
+
+/** New candidates on a newer table: copies that already failed this call go last. */
+function replan(
+  ctx: FlowContext,
+  state: ReadState,
+  model: string,
+  rb: ReadBlock,
+  table: PlacementTable,
+  salt: number,
+  tally: RoundTally,
+): void {
+  const done = rb.candidates.slice(0, rb.next);
+  const fresh = candidatesFor(
+    ctx,
+    state,
+    model,
+    rb.ref,
+    table.cells,
+    salt,
+    new Set([...done, ...tally.down]),
+  );
+  rb.candidates = [...done, ...fresh.candidates.filter((n) => !done.includes(n))];
+  rb.hot = fresh.hot;
+  rb.primary = fresh.primary;
+  if (rb.next >= rb.candidates.length) rb.final = 'failed';
+}
+
+/**
+ * The index claimed chunks that no copy has any more: drop those entries so the next lookup
+ * stops before them (and the next put re-stores them). Background, never throws.
+ */
+function dropVanished(ctx: FlowContext, blocks: readonly ReadBlock[], indexedChunks: number): void {
+  const gone = blocks.filter((b) => b.final === 'failed' && b.vanished && b.ref.i < indexedChunks);
+  const hashes = [...new Set(gone.map((b) => b.ref.hash))];
   if (hashes.length > 0) void ctx.index.remove(hashes);
 }

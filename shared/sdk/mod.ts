@@ -12,6 +12,7 @@ export {
   type CallOptions,
   type GetOptions,
   type LookupDetailed,
+  type PutOptions,
   type RegisterOptions,
   type Tokens,
 } from './client.js';
@@ -30,3 +31,4 @@ export {
 } from './layout.js';
 export { layerModelId, layerProfile, type CachedKv, type KvTypedArray } from './convenience.js';
 export { KvfError, isKvfError } from '../errors.js';
+export type { AckMode } from '../protocol/shard.js';

@@ -5,8 +5,9 @@
 import { KvfError } from '../errors.js';
 import type { KvfConfig } from '../config.js';
 import type { Logger } from '../log.js';
-import { SHARD_LIMITS } from '../protocol/shard.js';
+import { ACK_MODES, SHARD_LIMITS, type AckMode } from '../protocol/shard.js';
 import type { UcxClientOptions } from './dataplane.js';
+import { monoNow, type MonoClock } from './lease.js';
 
 export interface ConnectOptions {
   /** A loaded deployment config; the explicit options below override its fields. */
@@ -52,13 +53,45 @@ export interface ConnectOptions {
   busyRecheckMax?: number;
   /** Delay before the first busy re-check; doubles each time. @default 20 */
   busyRecheckDelayMs?: number;
+  /** Default put ack mode: 'all' (every in-sync replica confirmed) or 'primary'. @default 'all' */
+  putAck?: AckMode;
   /** When Redis is unreachable, ask the shards directly (slower) instead of missing. @default true */
   degradedShardLookup?: boolean;
   /** Latency samples kept per operation for percentiles. @default 4096 */
   latencySamplesMax?: number;
+  /**
+   * Timeout of one locate (the read path's request; a node answers it from memory). Past it the
+   * node counts as a failed copy for this read and its blocks move to another copy.
+   * @default min(requestTimeoutMs, 1000)
+   */
+  locateTimeoutMs?: number;
+  /**
+   * Bytes read under a read lease count only when the read and its checksum check complete
+   * before (locate send time + leaseTtlMs - this margin), on the local monotonic clock. @default 100
+   */
+  leaseSafetyMarginMs?: number;
+  /** Rounds of a get (each: one locate per node, then reads); later rounds fail over. @default 3 */
+  readRoundsMax?: number;
+  /**
+   * Spread reads over every copy known to be in sync (and over hot blocks' extra copies).
+   * false: read the primary, other copies only on failover. @default true
+   */
+  readSpread?: boolean;
+  /** Hot blocks whose extra read copies are remembered (oldest dropped). @default 4096 */
+  hotCopiesMax?: number;
+  /** How long a hot block's extra copies are remembered. @default 30000 */
+  hotCopyTtlMs?: number;
+  /** How long a replica that refused a cell with NOT_IN_SYNC is not spread to. @default 2000 */
+  notInSyncTtlMs?: number;
+  /** Delay between NATS reconnect attempts (plus jitter); reconnects never stop. @default 250 */
+  natsReconnectWaitMs?: number;
+  /** Random extra delay added to each reconnect attempt. @default 250 */
+  natsReconnectJitterMs?: number;
   /** UCX options. @default config.ucx */
   ucx?: UcxClientOptions;
   logger?: Logger;
+  /** Monotonic clock in ms for read-lease deadlines (a testing hook). @default performance.now */
+  clock?: MonoClock;
 }
 
 export interface CompiledOptions {
@@ -84,9 +117,20 @@ export interface CompiledOptions {
   busyRecheckMax: number;
   busyRecheckDelayMs: number;
   degradedShardLookup: boolean;
+  putAck: AckMode;
   latencySamplesMax: number;
+  locateTimeoutMs: number;
+  leaseSafetyMarginMs: number;
+  readRoundsMax: number;
+  readSpread: boolean;
+  hotCopiesMax: number;
+  hotCopyTtlMs: number;
+  notInSyncTtlMs: number;
+  natsReconnectWaitMs: number;
+  natsReconnectJitterMs: number;
   ucx: UcxClientOptions;
   logger: Logger | undefined;
+  clock: MonoClock;
 }
 
 export const CONNECT_DEFAULTS = {
@@ -107,7 +151,17 @@ export const CONNECT_DEFAULTS = {
   busyRecheckMax: 3,
   busyRecheckDelayMs: 20,
   degradedShardLookup: true,
+  putAck: 'all' as AckMode,
   latencySamplesMax: 4096,
+  locateTimeoutMsMax: 1000,
+  leaseSafetyMarginMs: 100,
+  readRoundsMax: 3,
+  readSpread: true,
+  hotCopiesMax: 4096,
+  hotCopyTtlMs: 30_000,
+  notInSyncTtlMs: 2000,
+  natsReconnectWaitMs: 250,
+  natsReconnectJitterMs: 250,
 } as const;
 
 function int(name: string, v: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -121,6 +175,13 @@ function int(name: string, v: number, min: number, max = Number.MAX_SAFE_INTEGER
     );
   }
   return v;
+}
+
+function ackMode(v: unknown): AckMode {
+  if (!ACK_MODES.includes(v as AckMode)) {
+    throw new KvfError('CONFIG_INVALID', `putAck: expected 'primary' or 'all', got ${String(v)}`);
+  }
+  return v as AckMode;
 }
 
 const NAMESPACE = /^[^\s]{1,256}$/;
@@ -141,6 +202,11 @@ export function compileOptions(o: ConnectOptions): CompiledOptions {
   if (natsServers.length === 0 || natsServers.some((x) => x.length === 0)) {
     throw new KvfError('CONFIG_INVALID', 'natsServers: expected at least one server URL');
   }
+  const requestTimeoutMs = int(
+    'requestTimeoutMs',
+    o.requestTimeoutMs ?? c?.nats.requestTimeoutMs ?? d.requestTimeoutMs,
+    1,
+  );
   const ucx: UcxClientOptions = { ...o.ucx };
   ucx.transports ??= c?.ucx.transports;
   ucx.opTimeoutMs ??= c?.ucx.opTimeoutMs;
@@ -159,11 +225,7 @@ export function compileOptions(o: ConnectOptions): CompiledOptions {
     ),
     namespace: checkNamespace(o.namespace ?? d.namespace),
     model: o.model,
-    requestTimeoutMs: int(
-      'requestTimeoutMs',
-      o.requestTimeoutMs ?? c?.nats.requestTimeoutMs ?? d.requestTimeoutMs,
-      1,
-    ),
+    requestTimeoutMs,
     indexCommandTimeoutMs: int(
       'indexCommandTimeoutMs',
       o.indexCommandTimeoutMs ?? d.indexCommandTimeoutMs,
@@ -188,8 +250,27 @@ export function compileOptions(o: ConnectOptions): CompiledOptions {
     busyRecheckMax: int('busyRecheckMax', o.busyRecheckMax ?? d.busyRecheckMax, 0, 16),
     busyRecheckDelayMs: int('busyRecheckDelayMs', o.busyRecheckDelayMs ?? d.busyRecheckDelayMs, 0),
     degradedShardLookup: o.degradedShardLookup ?? d.degradedShardLookup,
+    putAck: ackMode(o.putAck ?? d.putAck),
     latencySamplesMax: int('latencySamplesMax', o.latencySamplesMax ?? d.latencySamplesMax, 1, 1 << 20),
+    locateTimeoutMs: int(
+      'locateTimeoutMs',
+      o.locateTimeoutMs ?? Math.min(requestTimeoutMs, d.locateTimeoutMsMax),
+      1,
+    ),
+    leaseSafetyMarginMs: int('leaseSafetyMarginMs', o.leaseSafetyMarginMs ?? d.leaseSafetyMarginMs, 0),
+    readRoundsMax: int('readRoundsMax', o.readRoundsMax ?? d.readRoundsMax, 1, 16),
+    readSpread: o.readSpread ?? d.readSpread,
+    hotCopiesMax: int('hotCopiesMax', o.hotCopiesMax ?? d.hotCopiesMax, 0, 1 << 20),
+    hotCopyTtlMs: int('hotCopyTtlMs', o.hotCopyTtlMs ?? d.hotCopyTtlMs, 1),
+    notInSyncTtlMs: int('notInSyncTtlMs', o.notInSyncTtlMs ?? d.notInSyncTtlMs, 0),
+    natsReconnectWaitMs: int('natsReconnectWaitMs', o.natsReconnectWaitMs ?? d.natsReconnectWaitMs, 1),
+    natsReconnectJitterMs: int(
+      'natsReconnectJitterMs',
+      o.natsReconnectJitterMs ?? d.natsReconnectJitterMs,
+      0,
+    ),
     ucx,
     logger: o.logger,
+    clock: o.clock ?? monoNow,
   };
 }

@@ -15,6 +15,7 @@ import {
   allocateReplySchema,
   commitReplySchema,
   locateReplySchema,
+  type AckMode,
 } from '../protocol/shard.js';
 import { currentTable, refreshedTable, type FlowContext } from './context.js';
 import { buffersChunkCapacity, type KvBuffers, type ModelLayout } from './layout.js';
@@ -34,6 +35,16 @@ export interface PutResult {
   bytes: number;
   /** Refresh-and-retry rounds after STALE_EPOCH / NOT_OWNER. */
   staleRetries: number;
+  /** The ack mode the commits ran under. */
+  ack: AckMode;
+  /**
+   * Replicas that confirmed (ack 'all') or were sent (ack 'primary') the committed blocks: the
+   * minimum over this put's commits, so every stored block has at least this many extra copies.
+   * 0 when nothing was committed or the cluster runs without replication.
+   */
+  replicated: number;
+  /** Replicas that did not confirm in time (now out of sync for those cells), across all commits. */
+  outOfSync: string[];
 }
 
 export interface PutInput {
@@ -41,6 +52,13 @@ export interface PutInput {
   layout: ModelLayout;
   hashes: readonly string[];
   kv: KvBuffers;
+  ack: AckMode;
+}
+
+/** Replication outcome of the commits of one put. */
+interface ReplicationTally {
+  replicated: number | undefined;
+  outOfSync: Set<string>;
 }
 
 type State = 'unplaced' | 'allocated' | 'present' | 'busy' | 'full' | 'failed' | 'committed';
@@ -184,6 +202,7 @@ async function writeNode(
   member: MemberRecord | undefined,
   cut: number,
   states: States,
+  repl: ReplicationTally,
 ): Promise<number> {
   const region = member && Object.hasOwn(member.models, input.model) ? member.models[input.model] : undefined;
   const bbOf = (b: AllocBlock): number => input.layout.blockBytes[b.ref.g] as number;
@@ -211,6 +230,7 @@ async function writeNode(
         model: input.model,
         epoch: alloc.epoch,
         allocId: alloc.allocId,
+        ack: input.ack,
         blocks: written.map((k) => {
           const b = toWrite[k] as AllocBlock;
           return { hash: b.ref.hash, g: b.ref.g, checksum: checksums[k] as number };
@@ -225,6 +245,11 @@ async function writeNode(
         ctx.opts.requestTimeoutMs,
       );
       if (r.kind === 'ok' && r.reply.blocks.length === written.length) {
+        if (r.reply.blocks.some((cb) => cb.status === 'committed')) {
+          const n = r.reply.replicated ?? 0;
+          repl.replicated = Math.min(repl.replicated ?? n, n);
+          for (const node of r.reply.outOfSync ?? []) repl.outOfSync.add(node);
+        }
         r.reply.blocks.forEach((cb, j) => {
           if (cb.status !== 'committed') return;
           const k = written[j] as number;
@@ -299,6 +324,9 @@ export async function runPut(ctx: FlowContext, input: PutInput): Promise<PutResu
     indexDegraded: false,
     bytes: 0,
     staleRetries: 0,
+    ack: input.ack,
+    replicated: 0,
+    outOfSync: [],
   };
   if (want === 0) return result;
   const table = await currentTable(ctx);
@@ -316,8 +344,13 @@ export async function runPut(ctx: FlowContext, input: PutInput): Promise<PutResu
   // Nothing at or after the first uncacheable chunk can be reached: do not write it.
   const cut = states.firstChunkNotIn(['allocated', 'present', 'busy']);
   const members = await Promise.all(allocs.map((a) => ctx.members.resolve(a.nodeId)));
-  const bytes = await Promise.all(allocs.map((a, k) => writeNode(ctx, input, a, members[k], cut, states)));
+  const repl: ReplicationTally = { replicated: undefined, outOfSync: new Set() };
+  const bytes = await Promise.all(
+    allocs.map((a, k) => writeNode(ctx, input, a, members[k], cut, states, repl)),
+  );
   result.bytes = bytes.reduce((a, b) => a + b, 0);
+  result.replicated = repl.replicated ?? 0;
+  result.outOfSync = [...repl.outOfSync].sort();
   await recheckBusy(ctx, input.model, states);
   const grid = new BlockGrid(plan.chunks, G);
   const wrote = new Uint8Array(plan.chunks);

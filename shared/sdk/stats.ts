@@ -96,6 +96,12 @@ export interface ClientStats {
     /** Blocks the index claimed that did not arrive intact (vanished, refused, failed, corrupt). */
     shortenedBlocks: number;
     checksumFailures: number;
+    /** Times a block moved on to another copy (node down, refusal, miss, corruption, late). */
+    failovers: number;
+    /** Blocks rejected because their read finished past the read lease. */
+    lateBlocks: number;
+    /** Gets that ran while the index was unreachable. */
+    degraded: number;
     latency: LatencySummary;
   };
   puts: {
@@ -105,6 +111,10 @@ export interface ClientStats {
     tokensIndexed: number;
     /** Bytes written over UCX and committed. */
     bytes: number;
+    /** Puts whose commit reported replicas that did not confirm (see PutResult.outOfSync). */
+    underReplicated: number;
+    /** Puts whose index write failed (data stored, not findable yet). */
+    indexDegraded: number;
     latency: LatencySummary;
   };
   /** Shard requests refused with STALE_EPOCH / NOT_OWNER (each followed by a placement refresh). */
@@ -126,6 +136,11 @@ export class StatsRecorder {
   getBytes = 0;
   getShortenedBlocks = 0;
   checksumFailures = 0;
+  failovers = 0;
+  lateBlocks = 0;
+  getDegraded = 0;
+  putUnderReplicated = 0;
+  putIndexDegraded = 0;
   putCount = 0;
   chunksStored = 0;
   chunksPresent = 0;
@@ -158,6 +173,9 @@ export class StatsRecorder {
         bytes: this.getBytes,
         shortenedBlocks: this.getShortenedBlocks,
         checksumFailures: this.checksumFailures,
+        failovers: this.failovers,
+        lateBlocks: this.lateBlocks,
+        degraded: this.getDegraded,
         latency: this.getLatency.summary(),
       },
       puts: {
@@ -166,6 +184,8 @@ export class StatsRecorder {
         chunksPresent: this.chunksPresent,
         tokensIndexed: this.tokensIndexed,
         bytes: this.putBytes,
+        underReplicated: this.putUnderReplicated,
+        indexDegraded: this.putIndexDegraded,
         latency: this.putLatency.summary(),
       },
       staleRetries: this.staleRetries,
