@@ -212,8 +212,9 @@ function redisFix(cfg: KvfConfig, err: unknown): string {
   const msg = errorMessage(err);
   if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(msg)) {
     return [
-      'Redis refused the credentials: set KVFABRIC_REDIS_PASSWORD (redis.password) and the ACL user in',
-      'redis.url (redis://kvfabric@host:6379) to match redis.conf (cluster-config/baremetal/redis/redis.conf).',
+      'Redis refused the credentials: an ACL user and its password go in the URL,',
+      'KVFABRIC_REDIS_URL=redis://kvfabric:<password>@host:6379 (redis.password alone authenticates the',
+      'default user); they must match redis.conf (cluster-config/baremetal/redis/redis.conf).',
     ].join('\n');
   }
   if (/NOPERM/i.test(msg)) {
