@@ -17,6 +17,7 @@ import { systemClock, type Clock } from '../../shared/cluster/clock.js';
 import { KvfError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import type { PartitionSpec } from '../../shared/partition.js';
+import { IndexRebuilder, type RebuildIndex } from './index-rebuild.js';
 import { LeaderElector, type DeposeReason } from './leader.js';
 import { LeaderSession } from './session.js';
 import { decodePlacementTable, PLACEMENT_KEY } from '../../shared/protocol/cluster.js';
@@ -40,6 +41,10 @@ export interface CoordinatorOptions {
   buckets?: BucketOptions;
   clock?: Clock;
   logger?: Logger;
+  /** The Redis prefix index: the leader rebuilds it from the shards when it was emptied. */
+  index?: RebuildIndex;
+  /** How often the leader checks the index's sentinel. @default 2000 */
+  indexCheckIntervalMs?: number;
 }
 
 export const COORDINATOR_DEFAULTS = {
@@ -48,10 +53,14 @@ export const COORDINATOR_DEFAULTS = {
   nodeDeadAfterMs: 6000,
   leaderLeaseTtlMs: 5000,
   placementDebounceMs: 50,
+  indexCheckIntervalMs: 2000,
 } as const;
 
-export type ResolvedCoordinatorOptions = Required<Omit<CoordinatorOptions, 'buckets' | 'logger'>> & {
+export type ResolvedCoordinatorOptions = Required<
+  Omit<CoordinatorOptions, 'buckets' | 'logger' | 'index'>
+> & {
   logger?: Logger;
+  index?: RebuildIndex;
 };
 
 export class Coordinator {
@@ -59,6 +68,7 @@ export class Coordinator {
   /** The last session's close, awaited by stop() so the caller can close the connection after. */
   private closing: Promise<void> = Promise.resolve();
   private stopped = false;
+  private rebuilder: IndexRebuilder | undefined;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -116,6 +126,7 @@ export class Coordinator {
     if (this.stopped) return;
     this.stopped = true;
     await this.elector.resign();
+    await this.rebuilder?.stop();
     await this.session?.close();
     await this.closing;
   }
@@ -136,11 +147,28 @@ export class Coordinator {
     });
     this.session = session;
     await session.start();
+    if (this.o.index !== undefined && this.session === session && !this.stopped) {
+      await this.rebuilder?.stop();
+      this.rebuilder = new IndexRebuilder(this.nc, this.buckets, this.o.index, {
+        id: this.o.id,
+        checkIntervalMs: this.o.indexCheckIntervalMs,
+        ...(this.o.logger ? { logger: this.o.logger } : {}),
+      });
+      this.rebuilder.start();
+    }
+  }
+
+  /** The index rebuilder while leading (tests). */
+  indexRebuilder(): IndexRebuilder | undefined {
+    return this.rebuilder;
   }
 
   private deposed(term: number, reason: DeposeReason): void {
     const s = this.session;
     this.session = undefined;
+    const r = this.rebuilder;
+    this.rebuilder = undefined;
+    void r?.stop();
     if (s !== undefined) this.closing = s.close();
     if (reason !== 'halted') {
       this.event({

@@ -6,6 +6,7 @@
 import os from 'node:os';
 import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
 import type { KvfConfig } from '../../shared/config.js';
+import { PrefixIndex } from '../../shared/index/prefix-index.js';
 import { bootActor, watchShutdown } from '../../shared/process.js';
 import { Coordinator } from './coordinator.js';
 
@@ -55,6 +56,14 @@ export async function main(argv: string[]): Promise<number> {
     shutdown.dispose();
     return 1;
   }
+  // The leader rebuilds the index from the shards when Redis comes back empty; without Redis the
+  // coordinator works as before (checks simply find it unreachable).
+  const index = new PrefixIndex({
+    url: config.redis.url,
+    keyPrefix: config.redis.keyPrefix,
+    ttlSeconds: config.redis.indexTtlSeconds,
+    ...(config.redis.password !== undefined ? { password: config.redis.password } : {}),
+  });
   let coordinator: Coordinator;
   try {
     coordinator = await Coordinator.start(nc, {
@@ -65,10 +74,13 @@ export async function main(argv: string[]): Promise<number> {
       nodeDeadAfterMs: config.coordinator.nodeDeadAfterMs,
       leaderLeaseTtlMs: config.coordinator.leaderLeaseTtlMs,
       buckets: { replicas: config.nats.jetstreamReplicas ?? 1 },
+      index,
+      indexCheckIntervalMs: config.coordinator.indexCheckIntervalMs,
       logger: log,
     });
   } catch (err) {
     log.error('coordinator failed to start', { err });
+    await index.close();
     await nc.close();
     shutdown.dispose();
     return 1;
@@ -78,6 +90,7 @@ export async function main(argv: string[]): Promise<number> {
   const signal = await shutdown.signal;
   log.info('stopping', { signal, leader: coordinator.isLeader() });
   await coordinator.stop();
+  await index.close();
   await nc.drain().catch(() => nc.close());
   return 0;
 }

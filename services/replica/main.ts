@@ -1,18 +1,16 @@
 /**
- * Entry point of the replica actor (`kvfabric replica --config <file>`). Thin on purpose: it reads the
- * config and signals; the actor's behaviour lives in its state machine beside this file.
- * For now it only starts, logs its effective config and exits 0 on SIGTERM/SIGINT.
+ * Entry point of the replica actor (`kvfabric replica --config <file>`): a node with role
+ * 'replica'. It is never a cell's primary (placement puts it behind shard nodes); it holds copies
+ * of the cells it is placed in, pulled over UCX from their primaries (pushes after every commit,
+ * backfill after every placement change), and serves reads of the cells it holds in full. Meant
+ * for host-memory machines that keep copies cheaply; the same code runs inside every shard node,
+ * which is a replica of other nodes' cells. It is the shard-node process with another role: same
+ * config keys (shard.*), same endpoints, same shutdown (docs/replication.md).
  */
-import { bootActor, waitForShutdown } from '../../shared/process.js';
+import { runNode } from '../shard-node/main.js';
 
 const WHAT = "Runs a replica actor: pulls copies of its primaries' blocks so a failed node loses nothing.";
 
 export async function main(argv: string[]): Promise<number> {
-  const boot = bootActor('replica', WHAT, argv); // also starts watching for SIGTERM/SIGINT
-  if (typeof boot === 'number') return boot;
-  const { log } = boot;
-  log.info('started');
-  const signal = await waitForShutdown();
-  log.info('stopping', { signal });
-  return 0;
+  return runNode(argv, 'replica', 'replica', WHAT);
 }

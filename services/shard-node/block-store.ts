@@ -33,6 +33,10 @@ export interface AllocateItem extends BlockRef {
   chunkIndex: number;
   /** Hash of the previous chunk ('' for chunk 0): lets status find stranded blocks. */
   parent: string;
+  /** Sequence bucket of the block's cell (replication lists and backfills blocks per cell). */
+  s?: number;
+  /** A hot read copy held for another node's block: evictable, never counted as a replica. */
+  hot?: boolean;
 }
 
 export type AllocateResult =
@@ -48,8 +52,22 @@ export interface LocatedBlock {
   checksum: number;
 }
 
+/** A committed block as replication sees it. */
+export interface StoredBlock extends BlockRef {
+  chunkIndex: number;
+  parent: string;
+  s: number | undefined;
+  slot: number;
+  checksum: number;
+  hot: boolean;
+  leases: number;
+  lastAccessMs: number;
+}
+
 export interface EvictedBlock extends BlockRef {
   chunkIndex: number;
+  s: number | undefined;
+  hot: boolean;
   reason: 'capacity' | 'ttl';
 }
 
@@ -59,6 +77,8 @@ interface Block {
   g: number;
   chunkIndex: number;
   parent: string;
+  s: number | undefined;
+  hot: boolean;
   slot: number;
   checksum: number;
   leases: number;
@@ -98,6 +118,21 @@ export interface BlockStoreOptions {
 
 const keyOf = (hash: string, g: number): string => `${hash}:${g}`;
 
+function snapshot(b: Block): StoredBlock {
+  return {
+    hash: b.hash,
+    g: b.g,
+    chunkIndex: b.chunkIndex,
+    parent: b.parent,
+    s: b.s,
+    slot: b.slot,
+    checksum: b.checksum,
+    hot: b.hot,
+    leases: b.leases,
+    lastAccessMs: b.lastAccessMs,
+  };
+}
+
 export class BlockStore {
   private readonly committed = new Map<string, Block>();
   /** Committed blocks in eviction order: first = next victim. Leased blocks stay listed but are skipped. */
@@ -105,6 +140,8 @@ export class BlockStore {
   private readonly writing = new Map<string, string>(); // key -> allocation id
   private readonly allocations = new Map<string, Allocation>();
   private readonly leases = new Map<string, Lease>();
+  /** Dropped blocks whose slots wait for their leases to end. */
+  private readonly draining = new Map<string, Block>();
   private nextId = 1;
   private readonly blockTtlMs: number;
   private readonly allocTimeoutMs: number;
@@ -180,6 +217,8 @@ export class BlockStore {
         g: it.g,
         chunkIndex: p.item.chunkIndex,
         parent: p.item.parent,
+        s: p.item.s,
+        hot: p.item.hot === true,
         slot: p.slot,
         checksum: actual,
         leases: 0,
@@ -248,13 +287,47 @@ export class BlockStore {
       if (b.lastAccessMs + this.blockTtlMs > now) break;
       if (b.leases > 0) continue;
       this.removeBlock(b);
-      expired.push({ hash: b.hash, g: b.g, chunkIndex: b.chunkIndex, reason: 'ttl' });
+      expired.push({ hash: b.hash, g: b.g, chunkIndex: b.chunkIndex, s: b.s, hot: b.hot, reason: 'ttl' });
     }
     if (expired.length > 0) this.opts.onEvict?.(expired);
   }
 
   has(hash: string, g: number): boolean {
     return this.committed.has(keyOf(hash, g));
+  }
+
+  /** A committed block (a snapshot), or undefined. */
+  get(hash: string, g: number): StoredBlock | undefined {
+    const b = this.committed.get(keyOf(hash, g));
+    return b === undefined ? undefined : snapshot(b);
+  }
+
+  /** Committed blocks, in insertion order of the table (snapshots). */
+  *blocks(): IterableIterator<StoredBlock> {
+    for (const b of this.committed.values()) yield snapshot(b);
+  }
+
+  /**
+   * Remove a committed block now (a corrupt block, a cooled hot copy). A leased block is removed
+   * from the table at once (no new reader finds it) but its slot is freed only when the last lease
+   * ends, so a reader mid-transfer never reads a reused slot. Returns false when absent.
+   */
+  drop(hash: string, g: number): boolean {
+    const b = this.committed.get(keyOf(hash, g));
+    if (b === undefined) return false;
+    this.committed.delete(b.key);
+    this.lru.delete(b.key);
+    if (b.leases > 0) this.draining.set(b.key + '#' + String(this.nextId++), b);
+    else this.opts.allocator.release(b.slot);
+    return true;
+  }
+
+  /** Turn a hot copy into an ordinary block (the node became a replica of its cell). */
+  keep(hash: string, g: number, s: number | undefined): void {
+    const b = this.committed.get(keyOf(hash, g));
+    if (b === undefined) return;
+    b.hot = false;
+    if (s !== undefined) b.s = s;
   }
 
   /** Committed blocks with their parent links, for stranded-bytes accounting. */
@@ -297,7 +370,14 @@ export class BlockStore {
       const victim = this.pickVictim();
       if (!victim) return undefined;
       this.removeBlock(victim);
-      evicted.push({ hash: victim.hash, g: victim.g, chunkIndex: victim.chunkIndex, reason: 'capacity' });
+      evicted.push({
+        hash: victim.hash,
+        g: victim.g,
+        chunkIndex: victim.chunkIndex,
+        s: victim.s,
+        hot: victim.hot,
+        reason: 'capacity',
+      });
     }
     return this.opts.allocator.alloc();
   }
@@ -351,5 +431,14 @@ export class BlockStore {
       if (b && b.leases > 0) b.leases--;
     }
     this.leases.delete(l.id);
+    if (this.draining.size === 0) return;
+    for (const [dk, b] of this.draining) {
+      if (!l.keys.includes(b.key) || b.leases === 0) continue;
+      b.leases--;
+      if (b.leases === 0) {
+        this.draining.delete(dk);
+        this.opts.allocator.release(b.slot);
+      }
+    }
   }
 }

@@ -27,12 +27,16 @@ import {
   debugCorruptRequestSchema,
   type AllocateRequest,
   type CommitRequest,
+  type ListCellRequest,
   type LocateRequest,
+  type ReplicateRequest,
   type StatsReply,
 } from '../../shared/protocol/shard.js';
 import type { Infer, Schema } from '../../shared/protocol/schema.js';
 import type { ShardOp } from '../../shared/protocol/cluster.js';
 import type { ModelArena } from './model-arena.js';
+import { ReplicaOps } from './replica-ops.js';
+import type { CommittedBlock } from './replication.js';
 import type { ShardNode } from './shard-node.js';
 
 export const SHARD_REQUEST_SCHEMAS: Record<ShardOp, Schema<unknown>> = {
@@ -64,8 +68,11 @@ export class ShardHandlers {
   readonly counters = { allocate: 0, commit: 0, locate: 0, errors: 0, checksumFailures: 0 };
   private readonly pending = new Map<string, PendingCells>();
   private refreshing: Promise<unknown> | undefined;
+  private readonly ops: ReplicaOps;
 
-  constructor(private readonly node: ShardNode) {}
+  constructor(private readonly node: ShardNode) {
+    this.ops = new ReplicaOps(node, (epoch) => this.catchUp(epoch));
+  }
 
   handlerFor(op: ShardOp): (req: unknown) => Promise<Reply> | Reply {
     switch (op) {
@@ -81,10 +88,18 @@ export class ShardHandlers {
         return (r) => this.release(r as Infer<typeof releaseRequestSchema>);
       case 'stats':
         return (r) => this.stats(r as Infer<typeof statsRequestSchema>);
-      default:
-        return () => {
-          throw new KvfError('UNKNOWN_OPERATION', `${op} is not implemented yet`);
-        };
+      case 'replicate':
+        return (r) => this.ops.replicate(r as ReplicateRequest);
+      case 'list_cell':
+        return (r) => this.ops.listCell(r as ListCellRequest);
+      case 'resync':
+        return (r) => this.ops.resync(r as Infer<typeof resyncRequestSchema>);
+      case 'drop_copies':
+        return (r) => this.ops.dropCopies(r as Infer<typeof dropCopiesRequestSchema>);
+      case 'report_corrupt':
+        return (r) => this.ops.reportCorrupt(r as Infer<typeof reportCorruptRequestSchema>);
+      case 'debug_corrupt':
+        return (r) => this.ops.debugCorrupt(r as Infer<typeof debugCorruptRequestSchema>);
     }
   }
 
@@ -106,11 +121,19 @@ export class ShardHandlers {
     const m = this.node.model(req.model);
     this.checkBatch(req.blocks.length);
     const cells = req.blocks.map((b, k) => this.cellOf(m, b.g, b.s, k));
+    await this.node.checkLiveness();
     await this.catchUp(req.epoch);
     // From here on synchronous: the ownership check and the change see the same table.
+    this.node.assertWritable();
     this.assertOwned(new Set(cells), req.epoch, true);
     const { allocId, results } = m.store.allocate(
-      req.blocks.map((b) => ({ hash: b.hash, g: b.g, chunkIndex: b.i, parent: b.parent })),
+      req.blocks.map((b) => ({
+        hash: b.hash,
+        g: b.g,
+        chunkIndex: b.i,
+        parent: b.parent,
+        ...(b.s !== undefined ? { s: b.s } : {}),
+      })),
     );
     const wireId = this.wireId(m, allocId);
     const mine = new Map<string, string>();
@@ -141,7 +164,9 @@ export class ShardHandlers {
     const m = this.node.model(req.model);
     this.checkBatch(req.blocks.length);
     const storeId = this.parseWireId(m, req.allocId, 'allocation');
+    await this.node.checkLiveness();
     await this.catchUp(req.epoch);
+    this.node.assertWritable();
     const pending = this.pending.get(req.allocId);
     const cells = new Set<string>();
     for (const b of req.blocks) {
@@ -160,10 +185,22 @@ export class ShardHandlers {
           })
         : err;
     }
+    const committed: CommittedBlock[] = [];
+    results.forEach((r, k) => {
+      const b = req.blocks[k];
+      const cell = b ? pending?.cells.get(blockKey(b.hash, b.g)) : undefined;
+      if (r.status !== 'committed' || b === undefined || cell === undefined) return;
+      committed.push({ hash: b.hash, g: b.g, s: Number(cell.split('.')[1]), cell });
+    });
     for (const b of req.blocks) pending?.cells.delete(blockKey(b.hash, b.g));
     if (pending && pending.cells.size === 0) this.pending.delete(req.allocId);
     for (const r of results) if (r.status === 'checksum_mismatch') this.counters.checksumFailures++;
-    return { blocks: results.map((r) => ({ status: r.status })) };
+    const rep = await this.node.replication().afterCommit(m, committed, req.ack ?? 'all');
+    return {
+      blocks: results.map((r) => ({ status: r.status })),
+      ...(rep.hadReplicas ? { replicated: rep.replicated } : {}),
+      ...(rep.outOfSync.length > 0 ? { outOfSync: rep.outOfSync } : {}),
+    };
   }
 
   abort(req: Infer<typeof abortRequestSchema>): Reply {
@@ -181,9 +218,42 @@ export class ShardHandlers {
   async locate(req: LocateRequest): Promise<Reply> {
     const m = this.node.model(req.model);
     this.checkBatch(req.blocks.length);
+    if (req.hotCopy === true) return this.locateCopies(m, req);
     const cells = req.blocks.map((b, k) => this.cellOf(m, b.g, b.s, k));
+    await this.node.checkLiveness();
     await this.catchUp(req.epoch);
     this.assertOwned(new Set(cells), req.epoch, false);
+    const table = this.node.placement?.current();
+    for (const c of new Set(cells)) {
+      if (!this.node.replication().readable(c, table)) {
+        throw new KvfError('NOT_IN_SYNC', `node ${this.node.nodeId} has not copied cell ${c} in full yet`, {
+          details: { cellId: c, nodeId: this.node.nodeId, requestEpoch: req.epoch },
+        });
+      }
+    }
+    const res = m.store.locate(req.blocks.map((b) => ({ hash: b.hash, g: b.g, chunkIndex: b.i })));
+    return {
+      ...(res.leaseId !== null ? { leaseId: this.wireId(m, res.leaseId) } : {}),
+      leaseTtlMs: this.node.o.readLeaseMs,
+      blocks: res.blocks.map((b, k) => {
+        if (b === null) return { found: false };
+        const rb = req.blocks[k] as LocateRequest['blocks'][number];
+        const set = table?.cells[cells[k] as string]?.replicas ?? [];
+        const copies =
+          set[0] === this.node.nodeId ? this.node.hot().onPrimaryLocate(m, rb.hash, rb.g, set) : [];
+        return {
+          found: true,
+          address: m.arena.addressOf(b.slot),
+          checksum: b.checksum,
+          ...(copies.length > 0 ? { copies } : {}),
+        };
+      }),
+    };
+  }
+
+  /** locate {hotCopy: true}: blocks held here, whatever the cells' owners (content-addressed). */
+  private locateCopies(m: ModelArena, req: LocateRequest): Reply {
+    for (const b of req.blocks) this.cellOf(m, b.g, b.s ?? 0, 0);
     const res = m.store.locate(req.blocks.map((b) => ({ hash: b.hash, g: b.g, chunkIndex: b.i })));
     return {
       ...(res.leaseId !== null ? { leaseId: this.wireId(m, res.leaseId) } : {}),
@@ -250,6 +320,7 @@ export class ShardHandlers {
         errors: this.counters.errors,
       },
       checksumFailures: this.counters.checksumFailures,
+      replication: this.node.replicationStats(),
     };
   }
 
@@ -290,7 +361,7 @@ export class ShardHandlers {
   }
 
   /** When the caller has seen a newer table than this node, fetch it once (shared by concurrent requests). */
-  private async catchUp(epoch: number): Promise<void> {
+  async catchUp(epoch: number): Promise<void> {
     const placement = this.node.placement;
     if (placement === undefined || epoch <= placement.epoch()) return;
     this.refreshing ??= placement.refresh().finally(() => {

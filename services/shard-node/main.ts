@@ -13,6 +13,7 @@ import { packageRoot, UcxWorker } from '../../native/index.js';
 import type { KvfConfig } from '../../shared/config.js';
 import { PrefixIndex } from '../../shared/index/prefix-index.js';
 import type { Logger } from '../../shared/log.js';
+import type { MemberRole } from '../../shared/protocol/cluster.js';
 import { bootActor, watchShutdown } from '../../shared/process.js';
 import { ShardNode } from './shard-node.js';
 
@@ -80,8 +81,21 @@ async function bounded(
 }
 
 export async function main(argv: string[]): Promise<number> {
+  return runNode(argv, 'shard', 'shard-node', WHAT);
+}
+
+/**
+ * Run a node process: `kvfabric shard-node` (role 'shard') and `kvfabric replica` (role 'replica':
+ * never a primary, holds copies of other nodes' cells; services/replica/main.ts).
+ */
+export async function runNode(
+  argv: string[],
+  role: MemberRole,
+  actor: string,
+  what: string,
+): Promise<number> {
   const shutdown = watchShutdown(); // before any output: see watchShutdown
-  const boot = bootActor('shard-node', WHAT, argv);
+  const boot = bootActor(actor, what, argv);
   if (typeof boot === 'number') {
     shutdown.dispose();
     return boot;
@@ -107,14 +121,17 @@ export async function main(argv: string[]): Promise<number> {
       ...(config.ucx.transports !== undefined ? { transports: config.ucx.transports } : {}),
       opTimeoutMs: config.ucx.opTimeoutMs,
     });
-    node = new ShardNode(ShardNode.optionsFromConfig(config, nodeId, packageVersion()), {
-      nc,
-      ucx,
-      index,
-      logger: log,
-    });
+    node = new ShardNode(
+      { ...ShardNode.optionsFromConfig(config, nodeId, packageVersion()), role },
+      {
+        nc,
+        ucx,
+        index,
+        logger: log,
+      },
+    );
     await node.start();
-    log.info('ready', { nodeId, pid: process.pid });
+    log.info('ready', { nodeId, role, pid: process.pid });
     const signal = await shutdown.signal;
     log.info('stopping', { signal });
   } catch (err) {

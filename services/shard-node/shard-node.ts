@@ -14,10 +14,12 @@
 import { randomBytes } from 'node:crypto';
 import type { KvEntry } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator, Subscription } from '@nats-io/transport-node';
+import type { JetStreamClient } from '@nats-io/jetstream';
 import { Arena } from '../../native/index.js';
 import { ensureBuckets, type ClusterBuckets } from '../../shared/cluster/buckets.js';
 import { systemClock, type Clock } from '../../shared/cluster/clock.js';
 import { MemberAgent } from '../../shared/cluster/member-agent.js';
+import { MembersCache } from '../../shared/cluster/members-cache.js';
 import { decodeProfile } from '../../shared/cluster/models.js';
 import { PlacementCache } from '../../shared/cluster/placement-cache.js';
 import type { KvfConfig } from '../../shared/config.js';
@@ -32,8 +34,15 @@ import {
   SHARD_OPS,
   shardSubject,
   type MemberModel,
+  type MemberRole,
   type ShardOp,
 } from '../../shared/protocol/cluster.js';
+import type { ReplicationStats } from '../../shared/protocol/shard.js';
+import { cellId } from '../../shared/partition.js';
+import { Backfiller } from './backfill.js';
+import { HotManager } from './hot-manager.js';
+import { PeerLinks, type UcxConnector } from './peers.js';
+import { Replication } from './replication.js';
 import type { Schema } from '../../shared/protocol/schema.js';
 import type { EvictedBlock } from './block-store.js';
 import { ShardHandlers, SHARD_REQUEST_SCHEMAS } from './handlers.js';
@@ -79,11 +88,25 @@ export interface ShardNodeOptions {
   /** Micro-service version (semver). @default '0.0.0' */
   serviceVersion?: string;
   labels?: Record<string, string>;
+  /** 'replica': never a primary, holds copies (kvfabric replica). @default 'shard' */
+  role?: MemberRole;
+  /** A commit with ack 'all' waits this long for each replica. @default 2000 */
+  replicationAckTimeoutMs?: number;
+  /** Refuse writes (FENCED) while the last heartbeat is older than this. @default 3000 */
+  selfFenceAfterMs?: number;
+  /** Locates per second that make a block hot. @default 200 */
+  hotReadsPerSec?: number;
+  /** Extra read copies of a hot block (0 = off). @default 2 */
+  hotCopiesMax?: number;
+  /** Unread hot copies are dropped after this; a block cool this long loses its copies. @default 10000 */
+  hotCopyTtlMs?: number;
+  /** Bound of node-to-node requests sent without a caller waiting. @default 5000 */
+  peerRequestTimeoutMs?: number;
 }
 
 export interface ShardNodeDeps {
   nc: NatsConnection;
-  ucx: UcxRegistrar;
+  ucx: UcxRegistrar & UcxConnector;
   index: EvictionIndex;
   /** @default ensureBuckets(nc) */
   buckets?: ClusterBuckets;
@@ -106,6 +129,13 @@ export const SHARD_NODE_DEFAULTS = {
   sweepIntervalMs: 1000,
   drainTimeoutMs: 5000,
   serviceVersion: '0.0.0',
+  role: 'shard',
+  replicationAckTimeoutMs: 2000,
+  selfFenceAfterMs: 3000,
+  hotReadsPerSec: 200,
+  hotCopiesMax: 2,
+  hotCopyTtlMs: 10_000,
+  peerRequestTimeoutMs: 5000,
 } as const;
 
 export const MICRO_SERVICE_NAME = 'kvfabric-shard';
@@ -143,6 +173,17 @@ export class ShardNode {
   private specWarned = false;
   /** Share of arenaBytes each model gets. */
   private readonly modelShareBytes: number;
+  private members: MembersCache | undefined;
+  private links: PeerLinks | undefined;
+  private readonly rep: Replication;
+  private readonly hotMgr: HotManager;
+  private filler: Backfiller | undefined;
+  /**
+   * Set when the member agent found it had been declared dead (fenced) and re-joined: writes are
+   * refused until the placement table lists the new incarnation (the coordinator re-placed it).
+   */
+  private fencedIncarnation: string | undefined;
+  private liveness: Promise<void> | undefined;
 
   constructor(
     opts: ShardNodeOptions,
@@ -157,6 +198,26 @@ export class ShardNode {
     const startModels = this.o.models.length + (this.o.profiles?.length ?? 0);
     this.modelShareBytes = Math.floor(this.o.arenaBytes / Math.max(1, startModels));
     this.handlers = new ShardHandlers(this);
+    this.rep = new Replication(
+      {
+        nodeId: this.nodeId,
+        replicationAckTimeoutMs: this.o.replicationAckTimeoutMs,
+        requestTimeoutMs: this.o.peerRequestTimeoutMs,
+      },
+      {
+        nc: deps.nc,
+        log: this.log,
+        js: (): JetStreamClient | undefined => this.buckets?.js,
+        table: () => this.placement?.current(),
+        incarnation: () => this.incarnation(),
+      },
+    );
+    this.hotMgr = new HotManager(this, this.rep, {
+      hotReadsPerSec: this.o.hotReadsPerSec,
+      hotCopiesMax: this.o.hotCopiesMax,
+      hotCopyTtlMs: this.o.hotCopyTtlMs,
+      requestTimeoutMs: this.o.peerRequestTimeoutMs,
+    });
     for (const op of SHARD_OPS) this.stats.set(op, new EndpointStats(op, shardSubject(this.nodeId, op)));
   }
 
@@ -173,7 +234,114 @@ export class ShardNode {
       blockTtlMs: config.shard.blockTtlSeconds * 1000,
       batchBlocksMax: config.shard.batchBlocksMax,
       heartbeatIntervalMs: config.coordinator.heartbeatIntervalMs,
+      replicationAckTimeoutMs: config.shard.replicationAckTimeoutMs,
+      // Refuse writes before the coordinator could have declared the node dead.
+      selfFenceAfterMs: Math.min(
+        config.shard.selfFenceAfterMs,
+        Math.floor(config.coordinator.nodeDeadAfterMs / 2),
+      ),
+      hotReadsPerSec: config.shard.hotReadsPerSec,
+      hotCopiesMax: config.shard.hotCopiesMax,
+      hotCopyTtlMs: config.shard.hotCopyTtlMs,
+      peerRequestTimeoutMs: config.nats.requestTimeoutMs,
       ...(serviceVersion ? { serviceVersion } : {}),
+    };
+  }
+
+  get fenced(): boolean {
+    return this.fencedIncarnation !== undefined;
+  }
+
+  /** The member incarnation (the instance id before joining). */
+  incarnation(): string {
+    return this.agent?.incarnation ?? this.instanceId;
+  }
+
+  peers(): PeerLinks {
+    if (this.links === undefined) throw new KvfError('CLOSED', `node ${this.nodeId} is not started`);
+    return this.links;
+  }
+
+  replication(): Replication {
+    return this.rep;
+  }
+
+  hot(): HotManager {
+    return this.hotMgr;
+  }
+
+  backfiller(): Backfiller {
+    if (this.filler === undefined) throw new KvfError('CLOSED', `node ${this.nodeId} is not started`);
+    return this.filler;
+  }
+
+  counters(): ShardHandlers['counters'] {
+    return this.handlers.counters;
+  }
+
+  /** FENCED while the node knows it was declared dead and has not been re-placed yet. */
+  assertWritable(): void {
+    if (this.fencedIncarnation !== undefined) {
+      throw new KvfError(
+        'FENCED',
+        `node ${this.nodeId} was fenced and is re-joining; retry on the new placement`,
+        {
+          details: { nodeId: this.nodeId, incarnation: this.fencedIncarnation },
+        },
+      );
+    }
+  }
+
+  /**
+   * A node silent for longer than selfFenceAfterMs (paused, cut off) may have been declared dead:
+   * before answering it heartbeats (which re-joins it if it was fenced) and refreshes placement.
+   * Still unconfirmed afterwards: FENCED.
+   */
+  async checkLiveness(): Promise<void> {
+    const agent = this.agent;
+    if (agent === undefined || !agent.running || agent.silentMs() <= this.o.selfFenceAfterMs) return;
+    this.liveness ??= (async () => {
+      await Promise.race([agent.beatNow(), sleep(this.o.selfFenceAfterMs)]).catch(() => undefined);
+      await this.placement?.refresh().catch(() => undefined);
+    })().finally(() => {
+      this.liveness = undefined;
+    });
+    await this.liveness;
+    if (agent.silentMs() > this.o.selfFenceAfterMs) {
+      throw new KvfError('FENCED', `node ${this.nodeId} cannot confirm its membership`, {
+        details: { nodeId: this.nodeId, silentMs: Math.round(agent.silentMs()) },
+      });
+    }
+  }
+
+  replicationStats(): ReplicationStats {
+    const table = this.placement?.current();
+    let primaryCells = 0;
+    let replicaCells = 0;
+    let inSyncCells = 0;
+    for (const [c, p] of Object.entries(table?.cells ?? {})) {
+      const pos = p.replicas.indexOf(this.nodeId);
+      if (pos === 0) primaryCells++;
+      if (pos > 0) {
+        replicaCells++;
+        if (this.rep.inSync.get(c) === p.replicas[0]) inSyncCells++;
+      }
+    }
+    return {
+      role: this.o.role,
+      primaryCells,
+      replicaCells,
+      inSyncCells,
+      outOfSync: [...this.rep.outOfSync]
+        .slice(0, 256)
+        .map(([cell, nodes]) => ({ cell, nodes: [...nodes].slice(0, 8) })),
+      blocksReplicatedOut: this.rep.counters.blocksOut,
+      blocksReplicatedIn: this.rep.counters.blocksIn,
+      backfills: this.rep.counters.backfills,
+      backfillBlocks: this.rep.counters.backfillBlocks,
+      hotCopiesHeld: this.hotMgr.heldCount,
+      hotBlocks: this.hotMgr.tracker.hotBlocks,
+      fenced: this.fenced,
     };
   }
 
@@ -188,7 +356,13 @@ export class ShardNode {
     try {
       this.buckets = this.deps.buckets ?? (await ensureBuckets(this.deps.nc));
       this.placement = await PlacementCache.open(this.buckets.placement, { logger: this.log });
-      this.placement.onChange((table) => this.checkSpec(table.spec));
+      this.members = await MembersCache.open(this.buckets.members, this.log);
+      this.links = new PeerLinks(this.deps.ucx, this.members, this.log);
+      this.filler = new Backfiller(this, this.rep, this.links);
+      this.placement.onChange((table) => {
+        this.checkSpec(table.spec);
+        this.onTable();
+      });
       const first = this.placement.current();
       if (first) this.checkSpec(first.spec);
       for (const id of this.o.models) this.addModel(getBuiltinProfile(id));
@@ -198,13 +372,13 @@ export class ShardNode {
         heartbeatIntervalMs: this.o.heartbeatIntervalMs,
         ...(this.deps.newId ? { newIncarnation: this.deps.newId } : {}),
         logger: this.log,
-        onFenced: (e) => this.log.warn('fenced by the coordinator; re-joined', e),
+        onFenced: (e) => this.onFenced(e),
         onError: (err) => this.log.error('member agent stopped', { err }),
       });
       this.lastUsedBytes = this.usedBytes();
       await this.agent.start({
         nodeId: this.nodeId,
-        role: 'shard',
+        role: this.o.role,
         ucxAddress: Buffer.from(this.deps.ucx.address()).toString('base64'),
         capacityBytes: this.capacityBytes(),
         usedBytes: this.lastUsedBytes,
@@ -215,6 +389,7 @@ export class ShardNode {
       this.sweepTimer = setInterval(() => this.sweep(), this.o.sweepIntervalMs);
       this.sweepTimer.unref();
       this.state = 'running';
+      this.onTable();
       this.log.info('shard node running', {
         nodeId: this.nodeId,
         models: [...this.models.keys()],
@@ -243,6 +418,9 @@ export class ShardNode {
       this.log.warn('could not delete member record', { err });
     }
     this.placement?.close();
+    this.members?.close();
+    await this.filler?.settle();
+    await this.links?.close();
     await this.modelChain;
     await Promise.race([this.removals, sleep(this.o.drainTimeoutMs)]);
     for (const m of this.models.values()) {
@@ -294,6 +472,10 @@ export class ShardNode {
   sweep(): void {
     for (const m of this.models.values()) m.store.sweep();
     this.handlers.sweep();
+    if (this.state === 'running') {
+      this.hotMgr.sweep();
+      this.filler?.reconcile();
+    }
     const used = this.usedBytes();
     if (used !== this.lastUsedBytes && this.agent?.running) {
       this.lastUsedBytes = used;
@@ -357,7 +539,16 @@ export class ShardNode {
    * entry when any of its layer groups goes: the entry means "all groups present".
    */
   private onEvict(model: string, blocks: EvictedBlock[]): void {
-    const hashes = [...new Set(blocks.map((b) => b.hash))];
+    // Only the primary's copy backs the index entry: a replica or a hot-copy holder evicting its
+    // copy leaves the chunk readable from the primary.
+    const table = this.placement?.current();
+    const mine = blocks.filter(
+      (b) =>
+        !b.hot &&
+        (b.s === undefined || table?.cells[cellId({ g: b.g, s: b.s })]?.replicas[0] === this.nodeId),
+    );
+    if (mine.length === 0) return;
+    const hashes = [...new Set(mine.map((b) => b.hash))];
     this.log.debug('evicted', { model, blocks: blocks.length, chunks: hashes.length });
     this.removals = this.removals.then(async () => {
       const ok = await this.deps.index.remove(hashes).catch(() => false);
@@ -408,6 +599,32 @@ export class ShardNode {
       wallMs: () => this.clock.wallMs(),
     });
     this.micro.start();
+  }
+
+  /** A new placement table: fencing ends once it lists our incarnation; replicas reconcile. */
+  private onTable(): void {
+    const table = this.placement?.current();
+    if (table === undefined || this.state !== 'running') return;
+    if (this.fencedIncarnation !== undefined) {
+      if (table.members[this.nodeId]?.incarnation !== this.fencedIncarnation) return;
+      this.log.info('re-placed after fencing; accepting writes again', {
+        incarnation: this.fencedIncarnation,
+      });
+      this.fencedIncarnation = undefined;
+    }
+    this.filler?.reconcile();
+  }
+
+  /** Declared dead while silent: forget what we believed about our cells until re-placed. */
+  private onFenced(e: { previousIncarnation: string; incarnation: string; reason: string }): void {
+    this.log.warn('fenced by the coordinator; re-joined as a new member', e);
+    this.fencedIncarnation = e.incarnation;
+    this.rep.reset();
+    this.rep.event({ event: 'fenced', reason: `${e.reason}; now ${e.incarnation}` });
+    this.placement?.refresh().then(
+      () => this.onTable(),
+      () => undefined,
+    );
   }
 
   /**

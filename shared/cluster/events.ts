@@ -9,12 +9,14 @@ import {
   type LeaderEvent,
   type MemberEvent,
   type PlacementEvent,
+  type ReplicationEvent,
 } from '../protocol/cluster.js';
 
 export type ClusterEvent =
   | { subject: typeof EVENT_SUBJECTS.placement; body: PlacementEvent }
   | { subject: typeof EVENT_SUBJECTS.member; body: MemberEvent }
-  | { subject: typeof EVENT_SUBJECTS.leader; body: LeaderEvent };
+  | { subject: typeof EVENT_SUBJECTS.leader; body: LeaderEvent }
+  | { subject: typeof EVENT_SUBJECTS.replication; body: ReplicationEvent };
 
 export async function publishEvent(js: JetStreamClient, e: ClusterEvent): Promise<number> {
   const ack = await js.publish(e.subject, encodeRecord(e.body));

@@ -58,6 +58,8 @@ export class MemberAgent {
   private chain: Promise<void> = Promise.resolve();
   /** Set between being fenced and re-joining successfully. */
   private pendingRejoin: { previousIncarnation: string; reason: string } | undefined;
+  /** performance.now() of the last write that succeeded (join or heartbeat): the node's own view of its liveness. */
+  private lastOkMs = 0;
 
   constructor(
     private readonly kv: KV,
@@ -80,6 +82,7 @@ export class MemberAgent {
     };
     this.record = record;
     await this.join(record);
+    this.lastOkMs = performance.now();
     this.state = 'running';
     this.schedule();
     return { ...record };
@@ -132,6 +135,26 @@ export class MemberAgent {
     return this.state === 'running';
   }
 
+  /**
+   * Milliseconds since the last successful heartbeat (or join), on the monotonic clock, which
+   * keeps counting while the process is stopped (SIGSTOP): a resumed node sees how long it was
+   * silent before it believes anything it knew.
+   */
+  silentMs(): number {
+    return performance.now() - this.lastOkMs;
+  }
+
+  /** True between being fenced and re-joining. */
+  get rejoining(): boolean {
+    return this.pendingRejoin !== undefined;
+  }
+
+  /** Heartbeat now (a node that suspects it was silent too long); resolves when written or fenced. */
+  beatNow(): Promise<void> {
+    if (this.state !== 'running') return Promise.resolve();
+    return this.enqueue(() => this.beat());
+  }
+
   private enqueue(fn: () => Promise<void>): Promise<void> {
     const next = this.chain.then(fn);
     this.chain = next.catch(() => undefined);
@@ -166,6 +189,7 @@ export class MemberAgent {
     this.record = { ...this.record, seq: this.record.seq + 1 };
     try {
       this.revision = await this.kv.update(this.record.nodeId, encodeRecord(this.record), this.revision);
+      this.lastOkMs = performance.now();
     } catch (err) {
       if (!isWrongLastSequence(err)) throw err;
       await this.recoverFromLostCas();
@@ -189,6 +213,7 @@ export class MemberAgent {
       }
       if (seen?.incarnation === rec.incarnation) {
         this.revision = entry.revision;
+        this.lastOkMs = performance.now();
         return;
       }
     }
@@ -224,6 +249,7 @@ export class MemberAgent {
       return;
     }
     this.pendingRejoin = undefined;
+    this.lastOkMs = performance.now();
     this.opts.onFenced?.({ ...pending, incarnation: fresh.incarnation });
   }
 }

@@ -146,6 +146,35 @@ export class PrefixIndex {
     }
   }
 
+  /** Key of the rebuild sentinel: written after a complete (re)build; missing = Redis lost its data. */
+  sentinelKey(): string {
+    return `${this.prefix}:meta:sentinel`;
+  }
+
+  /**
+   * Whether the sentinel is there: 'missing' on a reachable Redis means the index was emptied
+   * (restarted without persistence, flushed) and must be rebuilt from the shards.
+   */
+  async sentinel(): Promise<'present' | 'missing' | 'unreachable'> {
+    try {
+      return (await this.redis.exists(this.sentinelKey())) === 1 ? 'present' : 'missing';
+    } catch {
+      this.markDegraded();
+      return 'unreachable';
+    }
+  }
+
+  /** Write the sentinel (no TTL) with who built the index and when. */
+  async setSentinel(value: string): Promise<boolean> {
+    try {
+      await this.redis.set(this.sentinelKey(), value);
+      return true;
+    } catch {
+      this.markDegraded();
+      return false;
+    }
+  }
+
   /** Which of these hashes are indexed (status and tests; not on the hot path). */
   async present(hashes: readonly string[]): Promise<boolean[]> {
     if (hashes.length === 0) return [];

@@ -384,7 +384,10 @@ export const replicationEventSchema = s.object({
   reason: s.optional(s.string({ maxLength: 1024 })),
   at: wallMs,
 });
-export type ReplicationEvent = Infer<typeof replicationEventSchema>;
+type ReplicationEventFields = Infer<typeof replicationEventSchema>;
+/** Optional fields may be left out (the schema's inferred type would make every key required). */
+export type ReplicationEvent = Pick<ReplicationEventFields, 'event' | 'nodeId' | 'epoch' | 'at'> &
+  Partial<Omit<ReplicationEventFields, 'event' | 'nodeId' | 'epoch' | 'at'>>;
 
 // ---------------------------------------------------------------------------------------------
 // Coordinator requests and replies

@@ -182,7 +182,7 @@ describe('BlockStore', () => {
     store.sweep();
     expect(store.has('a0', 0)).toBe(true);
     expect(store.has('b0', 0)).toBe(false);
-    expect(evicted).toEqual([{ hash: 'b0', g: 0, chunkIndex: 0, reason: 'ttl' }]);
+    expect(evicted).toEqual([{ hash: 'b0', g: 0, chunkIndex: 0, s: undefined, hot: false, reason: 'ttl' }]);
   });
 
   it.each(Array.from({ length: 20 }, (_, i) => Number(process.env.KVF_SEED ?? 1000 + i * 7919)))(
