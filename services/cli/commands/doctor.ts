@@ -37,8 +37,15 @@ export async function runDoctor(
 ): Promise<CheckResult[]> {
   const o: DoctorOptions = { ...DOCTOR_DEFAULTS, ...opts };
   const checks: CheckResult[] = [];
-  const native = checkNative();
-  checks.push(native.result, checkMmapHook(env), checkCuda(cfg, native.info));
+  // Loading UCX with its mmap hooks on crashes or hangs Node: check the variable before the addon.
+  const hook = checkMmapHook(env);
+  const native: ReturnType<typeof checkNative> =
+    hook.status === 'ok'
+      ? checkNative()
+      : {
+          result: { id: 'native', status: 'skip', summary: 'not loaded: UCX_MEM_MMAP_HOOK_MODE is not none' },
+        };
+  checks.push(native.result, hook, checkCuda(cfg, native.info));
   const ucx = await checkUcxTransports(cfg, env, o);
   checks.push(ucx.result);
   checks.push(
