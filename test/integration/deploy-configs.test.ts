@@ -485,12 +485,25 @@ describe('bare-metal NATS cluster config (three servers on loopback, per-role us
         if (s.type === 'error') violations.push(String((s as { error?: Error }).error?.message));
       }
     })();
-    worker.publish(`kvf.v1.shard.${node}.admin.drain`, '{}');
+    // Administration and node-to-node replication subjects are refused to workers.
+    const forbidden = ['admin.drain', 'replicate', 'resync', 'drop_copies', 'list_cell', 'debug_corrupt'];
+    for (const op of forbidden) worker.publish(`kvf.v1.shard.${node}.${op}`, '{}');
     await worker.flush();
     await new Promise((r) => setTimeout(r, 300));
-    expect(violations.join('\n')).toMatch(
-      new RegExp(`Permissions Violation for Publish to "kvf\\.v1\\.shard\\.${node}\\.admin\\.drain"`),
-    );
+    for (const op of forbidden) {
+      expect(violations.join('\n')).toContain(
+        `Permissions Violation for Publish to "kvf.v1.shard.${node}.${op}"`,
+      );
+    }
+    // report_corrupt is a worker's to send (a reader that saw a bad checksum tells the node).
+    const corrupt = shard.subscribe(`kvf.v1.shard.${node}.report_corrupt`, {
+      callback: (_e, m) => void m.respond('noted'),
+    });
+    await shard.flush();
+    expect(
+      (await worker.request(`kvf.v1.shard.${node}.report_corrupt`, '{}', { timeout: 3000 })).string(),
+    ).toBe('noted');
+    corrupt.unsubscribe();
 
     // The coordinator may administer shard nodes: the same subject reaches the shard.
     const coord = conns[0] as NatsConnection;
@@ -625,5 +638,92 @@ describe('bare-metal redis.conf (ACL users)', () => {
     expect(await probe.ping()).toBe('PONG');
     await expect(probe.get('kvf:idx:x')).rejects.toThrow(/NOPERM/);
     probe.disconnect();
+  });
+});
+
+// ---- Grafana dashboard vs the metrics contract of docs/operations.md ----------------------------
+
+/** Metric names of the "Metrics" table in docs/operations.md (the contract), with their types. */
+function metricsContract(): Map<string, string> {
+  const doc = readFileSync(path.join(repo, 'docs/operations.md'), 'utf8');
+  const start = doc.indexOf('\n## Metrics\n');
+  expect(start).toBeGreaterThan(0);
+  const section = doc.slice(start, doc.indexOf('\n## ', start + 5));
+  const out = new Map<string, string>();
+  for (const m of section.matchAll(/^\| `(kvfabric_[a-z_]+)` +\| (counter|gauge|histogram) /gm)) {
+    out.set(m[1] as string, m[2] as string);
+  }
+  return out;
+}
+
+/** PromQL words that are not metric names: functions, keywords, label names, variables. */
+const PROMQL_WORDS = new Set([
+  'sum',
+  'rate',
+  'increase',
+  'histogram_quantile',
+  'clamp_min',
+  'max',
+  'min',
+  'avg',
+  'by',
+  'without',
+  'le',
+  'instance',
+  'direction',
+  'model',
+  'reason',
+  'label_values',
+  'e',
+  'job',
+]);
+
+describe('cluster-config/grafana-dashboard.json', () => {
+  const dash = JSON.parse(readFileSync(path.join(repo, 'cluster-config/grafana-dashboard.json'), 'utf8')) as {
+    panels: { title: string; targets?: { expr: string }[] }[];
+    templating: { list: { query?: unknown }[] };
+  };
+  const exprs = [
+    ...dash.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ where: p.title, expr: t.expr }))),
+    ...dash.templating.list
+      .filter((v) => typeof v.query === 'string' && v.query.includes('('))
+      .map((v) => ({ where: 'templating', expr: v.query as string })),
+  ];
+
+  it('every expression references only metrics of the contract (histograms by _bucket/_sum/_count)', () => {
+    const contract = metricsContract();
+    expect(contract.size).toBe(12);
+    expect(exprs.length).toBeGreaterThanOrEqual(12);
+    for (const { where, expr } of exprs) {
+      const body = expr
+        .replace(/"[^"]*"/g, '""') // label values
+        .replace(/\$\w+/g, '') // Grafana variables ($instance, $__rate_interval)
+        .replace(/\[[^\]]*\]/g, ''); // range selectors
+      const words = [...body.matchAll(/[A-Za-z_:][A-Za-z0-9_:]*/g)].map((m) => m[0]);
+      for (const w of words) {
+        if (PROMQL_WORDS.has(w)) continue;
+        const base = w.replace(/_(bucket|sum|count)$/, '');
+        const known =
+          contract.get(w) ?? (base !== w && contract.get(base) === 'histogram' ? 'histogram' : undefined);
+        expect(known, `${where}: ${w} in ${expr}`).toBeDefined();
+        if (contract.get(w) === 'histogram')
+          throw new Error(`${where}: histogram ${w} used without a suffix`);
+      }
+    }
+  });
+
+  it('has a panel for every metric of the contract: hit rate, bytes/s, p50/p99, fill, evictions, checksums, failovers, epoch', () => {
+    const all = exprs.map((e) => e.expr).join('\n');
+    for (const name of metricsContract().keys()) expect(all, name).toContain(name);
+    expect(all).toMatch(
+      /kvfabric_prefix_cache_hits_total[^/]*\/ clamp_min\(sum\(rate\(kvfabric_prefix_cache_queries_total/,
+    );
+    for (const op of ['get', 'put']) {
+      for (const q of ['0.5', '0.99']) {
+        expect(all).toContain(
+          `histogram_quantile(${q}, sum by (le) (rate(kvfabric_${op}_latency_seconds_bucket`,
+        );
+      }
+    }
   });
 });
