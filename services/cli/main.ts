@@ -64,6 +64,12 @@ export const COMMANDS: readonly Command[] = [
     export: 'run',
   },
   {
+    name: 'chaos',
+    summary: 'fault scenarios against a local cluster: nothing acknowledged lost, nothing corrupt served',
+    module: './commands/chaos.js',
+    export: 'run',
+  },
+  {
     name: 'config',
     summary: 'validate a config file, show the effective config, list every key',
     module: './commands/config.js',

@@ -7,7 +7,10 @@ import { Kvm } from '@nats-io/kv';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureBuckets } from '../../shared/cluster/buckets.js';
+import { startLocalCluster } from '../../shared/local-cluster.js';
 import { startNatsCluster, type NatsClusterHandle } from '../../shared/local-servers.js';
+import { buildDist } from '../harness/cluster.js';
 
 describe('startNatsCluster', () => {
   let cluster: NatsClusterHandle;
@@ -57,6 +60,31 @@ describe('startNatsCluster', () => {
       expect((await kv.get('b'))?.string()).toBe('2');
     } finally {
       await nc.close();
+    }
+  });
+});
+
+describe('startLocalCluster({ natsCluster: 3 })', () => {
+  it('creates every bucket and the event stream with JetStream replicas 3 and gives children every URL', async () => {
+    buildDist();
+    const c = await startLocalCluster({ shards: 0, natsCluster: 3 });
+    try {
+      expect(c.natsCluster?.urls).toHaveLength(3);
+      expect(c.env.KVFABRIC_NATS_SERVERS).toBe(c.natsCluster?.urls.join(','));
+      expect(c.env.KVFABRIC_NATS_JETSTREAM_REPLICAS).toBe('3');
+      expect(c.config.nats.servers).toHaveLength(3);
+      const nc = await connect({ servers: c.natsCluster?.urls ?? [] });
+      try {
+        const b = await ensureBuckets(nc);
+        for (const kv of [b.members, b.placement, b.leader, b.models])
+          expect((await kv.status()).replicas).toBe(3);
+        const info = await b.jsm.streams.info('KVF_EVENTS');
+        expect(info.config.num_replicas).toBe(3);
+      } finally {
+        await nc.close();
+      }
+    } finally {
+      await c.stop();
     }
   });
 });

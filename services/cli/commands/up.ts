@@ -43,6 +43,7 @@ keeps them running until Ctrl-C / SIGTERM.
   --shards N        shard nodes (default ${UP_DEFAULTS.shards})
   --arena SIZE      arena per shard node and served model, e.g. 256MiB (default 256MiB)
   --coordinators N  coordinators; one leads, the others stand by (default 1)
+  --nats-cluster N  run N routed nats-servers with JetStream replicas min(N, 3) (default 1)
   --model ID        model to register: ${DEMO_PROFILE.id} (the demo profile, default) or a built-in id
   --demo            run the demo workload (an agent loop over one long shared context)
   --requests N      demo requests (default ${UP_DEFAULTS.requests})
@@ -54,6 +55,7 @@ interface UpArgs {
   shards: number;
   arenaBytes: number;
   coordinators: number;
+  natsCluster: number;
   model: string;
   demo: boolean;
   requests: number;
@@ -68,7 +70,14 @@ function intArg(flag: string, v: string | undefined, min: number): number | stri
 }
 
 export function parseUpArgs(argv: readonly string[]): UpArgs | string {
-  const a: UpArgs = { ...UP_DEFAULTS, demo: false, once: false, state: undefined, verbose: false };
+  const a: UpArgs = {
+    ...UP_DEFAULTS,
+    natsCluster: 1,
+    demo: false,
+    once: false,
+    state: undefined,
+    verbose: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
     const v = argv[i + 1];
@@ -86,6 +95,10 @@ export function parseUpArgs(argv: readonly string[]): UpArgs | string {
       case '--coordinators':
         r = intArg(flag, v, 1);
         if (typeof r === 'number') a.coordinators = r;
+        break;
+      case '--nats-cluster':
+        r = intArg(flag, v, 1);
+        if (typeof r === 'number') a.natsCluster = r;
         break;
       case '--requests':
         r = intArg(flag, v, 1);
@@ -143,7 +156,12 @@ async function printStatus(state: ClusterState): Promise<void> {
   }
 }
 
-function buildState(a: UpArgs, cluster: LocalCluster, nats: ServerHandle, redis: ServerHandle): ClusterState {
+function buildState(
+  a: UpArgs,
+  cluster: LocalCluster,
+  nats: ServerHandle | undefined,
+  redis: ServerHandle,
+): ClusterState {
   const child = (h: ChildHandle): ClusterState['processes'][number] => ({
     name: h.nodeId,
     role: h.role,
@@ -163,7 +181,13 @@ function buildState(a: UpArgs, cluster: LocalCluster, nats: ServerHandle, redis:
       [envNameFor('redis.keyPrefix')]: cluster.config.redis.keyPrefix,
     },
     processes: [
-      { name: 'nats', role: 'nats-server', pid: nats.pid },
+      ...(nats
+        ? [{ name: 'nats', role: 'nats-server' as const, pid: nats.pid }]
+        : (cluster.natsCluster?.urls ?? []).map((_u, i) => ({
+            name: `nats-${i + 1}`,
+            role: 'nats-server' as const,
+            pid: cluster.natsCluster?.server(i)?.pid ?? -1,
+          }))),
       { name: 'redis', role: 'redis-server', pid: redis.pid },
       ...cluster.coordinators.map(child),
       ...cluster.shards.map(child),
@@ -232,7 +256,10 @@ export async function run(argv: string[]): Promise<number> {
     say(
       `starting nats-server, redis-server, ${a.coordinators} coordinator(s) and ${a.shards} shard node(s)...`,
     );
-    [nats, redis] = await Promise.all([startNatsServer(), startRedisServer()]);
+    [nats, redis] = await Promise.all([
+      a.natsCluster > 1 ? Promise.resolve(undefined) : startNatsServer(),
+      startRedisServer(),
+    ]);
     const builtin = isBuiltinModel(a.model);
     cluster = await startLocalCluster({
       shards: a.shards,
@@ -241,7 +268,7 @@ export async function run(argv: string[]): Promise<number> {
       // Nodes need a model at start to have capacity (their placement weight); a registered model
       // gets its own arena of the same size (see docs/operations.md "Local cluster").
       models: builtin ? [a.model] : ['tiny-test'],
-      nats,
+      ...(nats ? { nats } : { natsCluster: a.natsCluster }),
       redis,
       log: logs.log,
     });
