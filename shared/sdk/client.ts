@@ -22,6 +22,7 @@ import { HotCopies, SyncMemory } from './copies.js';
 import { runGet, type GetResult, type LayerGroupReady, type ReadState } from './get.js';
 import { bufferBytesFor, modelLayout, type KvBuffers, type ModelLayout } from './layout.js';
 import { MembersCache } from './members.js';
+import { watchLink } from './nats-link.js';
 import { PolledPlacement, type PlacementSource } from './placement-source.js';
 import { checkNamespace, compileOptions, type CompiledOptions, type ConnectOptions } from './options.js';
 import { runPut, type PutResult } from './put.js';
@@ -103,6 +104,7 @@ export class KvfClient {
     try {
       const nc = await natsConnect(natsOptions(opts));
       cleanup.push(() => nc.close());
+      watchLink(nc);
       const buckets = await ensureBuckets(nc);
       const placement: PlacementSource = opts.placementWatch
         ? await PlacementCache.open(buckets.placement, opts.logger ? { logger: opts.logger } : {})
@@ -386,7 +388,9 @@ export class KvfClient {
     if (found === undefined) {
       throw new KvfError('UNKNOWN_MODEL', `model ${model} is not registered`, { details: { model } });
     }
-    if (p !== undefined) this.profiles.set(model, p);
+    // A built-in profile never changes (the coordinator registers built-ins unchanged), so it is
+    // cached too: no models-bucket read per call, and none that waits out a NATS outage.
+    if (p !== undefined || allowBuiltin) this.profiles.set(model, found);
     return found;
   }
 

@@ -5,6 +5,7 @@ import type { PrefixIndex } from '../index/prefix-index.js';
 import type { PlacementTable } from '../protocol/cluster.js';
 import type { DataPlane } from './dataplane.js';
 import type { MembersCache } from './members.js';
+import { isLinkUp } from './nats-link.js';
 import type { PlacementSource } from './placement-source.js';
 import type { CompiledOptions } from './options.js';
 import type { LeaseReleaser } from './shard-rpc.js';
@@ -36,6 +37,7 @@ export async function currentTable(ctx: FlowContext): Promise<PlacementTable> {
 
 /** One direct read of the placement table after a refusal; falls back to the cached one. */
 export async function refreshedTable(ctx: FlowContext): Promise<PlacementTable> {
+  if (!isLinkUp(ctx.nc)) return currentTable(ctx); // no round trip can succeed now
   try {
     const t = await ctx.placement.refresh();
     if (t !== undefined) return t;

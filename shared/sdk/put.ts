@@ -38,9 +38,10 @@ export interface PutResult {
   /** The ack mode the commits ran under. */
   ack: AckMode;
   /**
-   * Replicas that confirmed (ack 'all') or were sent (ack 'primary') the committed blocks: the
-   * minimum over this put's commits, so every stored block has at least this many extra copies.
-   * 0 when nothing was committed or the cluster runs without replication.
+   * Per primary written to, the replica nodes that confirmed every block of theirs (ack 'all') or
+   * were sent them (ack 'primary'), as the commit reply counts them; this is the fewest over this
+   * put's commits (0 when nothing was committed or the cluster has no replication). With ack
+   * 'all' and `outOfSync` empty, every stored block reached every in-sync replica of its cell.
    */
   replicated: number;
   /** Replicas that did not confirm in time (now out of sync for those cells), across all commits. */

@@ -4,10 +4,11 @@
  * unreachable, anything else: the node's blocks count as missing), and neither throws.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
-import { isKvfError, toKvfError, type KvfError } from '../errors.js';
+import { isKvfError, KvfError, toKvfError } from '../errors.js';
 import { request } from '../protocol/codec.js';
 import { shardSubject, type ShardOp } from '../protocol/cluster.js';
 import type { Schema } from '../protocol/schema.js';
+import { isLinkUp } from './nats-link.js';
 
 export type ShardCallResult<T> =
   { kind: 'ok'; reply: T } | { kind: 'refused'; error: KvfError } | { kind: 'failed'; error: KvfError };
@@ -25,6 +26,16 @@ export async function callShard<T>(
   schema: Schema<T>,
   timeoutMs: number,
 ): Promise<ShardCallResult<T>> {
+  if (!isLinkUp(nc)) {
+    const error = new KvfError(
+      'TRANSPORT',
+      `NATS is disconnected (reconnecting): ${op} to ${nodeId} not sent`,
+      {
+        details: { nodeId, op },
+      },
+    );
+    return { kind: 'failed', error };
+  }
   try {
     return { kind: 'ok', reply: await request(nc, shardSubject(nodeId, op), body, schema, { timeoutMs }) };
   } catch (err) {
