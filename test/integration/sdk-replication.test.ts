@@ -386,7 +386,6 @@ describe(`worker SDK with replication (seed ${SEED})`, () => {
     await waitFor(
       'a full hit after the restart',
       async () => {
-        const r = await kvf.getDetailed(x.p, await kvf.allocKv(x.p.length));
         const chunks = await getChecked(kvf, x.p);
         if (chunks === 3) resumedAt = performance.now();
         return chunks === 3;
