@@ -36,8 +36,23 @@ export interface KvfConfig {
     tls: boolean;
     requestTimeoutMs: number;
     jetstreamReplicas?: number;
+    nkeySeedFile?: string;
+    tlsCaFile?: string;
+    tlsCertFile?: string;
+    tlsKeyFile?: string;
   };
-  redis: { url: string; keyPrefix: string; indexTtlSeconds: number; password?: string };
+  redis: {
+    url: string;
+    keyPrefix: string;
+    indexTtlSeconds: number;
+    password?: string;
+    username?: string;
+    tls: boolean;
+    tlsCaFile?: string;
+    tlsCertFile?: string;
+    tlsKeyFile?: string;
+  };
+  tenant: { id?: string };
   partition: { layerGroups: number; seqBuckets: number; seqBucketTokens: number };
   coordinator: {
     id?: string;
@@ -61,10 +76,11 @@ export interface KvfConfig {
     hotCopiesMax: number;
     hotCopyTtlMs: number;
   };
-  ucx: { transports?: string; opTimeoutMs: number };
+  ucx: { transports?: string; opTimeoutMs: number; netDevices?: string };
   models: { builtin: string[] };
   log: { level: ConfigLogLevel };
   metrics: { port: number; host: string };
+  shutdown: { drainTimeoutMs: number; unreadyDelayMs: number };
 }
 
 export type DeepPartial<T> = {
@@ -122,6 +138,30 @@ export const KEYS: readonly KeySpec[] = [
     doc: 'JetStream replicas of every kvfabric bucket and stream (3 with a three-server NATS cluster); unset = 1; applies when they are created.',
   },
   {
+    key: 'nats.nkeySeedFile',
+    kind: { t: 'string' },
+    optional: true,
+    doc: 'File holding an nkey user seed (SU...): NKEY authentication instead of a password or token; the seed never leaves the host.',
+  },
+  {
+    key: 'nats.tlsCaFile',
+    kind: { t: 'string' },
+    optional: true,
+    doc: 'PEM CA bundle that verifies the NATS servers (implies TLS); unset = the system CAs.',
+  },
+  {
+    key: 'nats.tlsCertFile',
+    kind: { t: 'string' },
+    optional: true,
+    doc: 'PEM client certificate for NATS mutual TLS (with nats.tlsKeyFile; implies TLS).',
+  },
+  {
+    key: 'nats.tlsKeyFile',
+    kind: { t: 'string' },
+    optional: true,
+    doc: 'PEM private key of nats.tlsCertFile.',
+  },
+  {
     key: 'redis.url',
     kind: { t: 'string', pattern: /^rediss?:\/\/\S+$/, patternDoc: 'a redis:// or rediss:// URL' },
     default: 'redis://127.0.0.1:6379',
@@ -140,6 +180,42 @@ export const KEYS: readonly KeySpec[] = [
     doc: 'TTL of a prefix-index entry; slides on every hit.',
   },
   { key: 'redis.password', kind: { t: 'string' }, optional: true, secret: true, doc: 'Redis password.' },
+  {
+    key: 'redis.username',
+    kind: { t: 'string' },
+    optional: true,
+    doc: 'Redis ACL user (with redis.password); unset = the default user (or the user in redis.url).',
+  },
+  {
+    key: 'redis.tls',
+    kind: { t: 'bool' },
+    default: false,
+    doc: 'Connect to Redis over TLS (a rediss:// URL implies it).',
+  },
+  {
+    key: 'redis.tlsCaFile',
+    kind: { t: 'string' },
+    optional: true,
+    doc: 'PEM CA bundle that verifies the Redis server (implies TLS); unset = the system CAs.',
+  },
+  {
+    key: 'redis.tlsCertFile',
+    kind: { t: 'string' },
+    optional: true,
+    doc: 'PEM client certificate for Redis (tls-auth-clients yes; with redis.tlsKeyFile).',
+  },
+  {
+    key: 'redis.tlsKeyFile',
+    kind: { t: 'string' },
+    optional: true,
+    doc: 'PEM private key of redis.tlsCertFile.',
+  },
+  {
+    key: 'tenant.id',
+    kind: { t: 'string', pattern: ID_RE, patternDoc: ID_DOC },
+    optional: true,
+    doc: "Tenant whose credentials this process holds (workers): its index keys are <keyPrefix>:idx:<tenant>:<hash> and its shard requests go to kvf.v1.t.<tenant>.shard.<node>.<op>; the servers' ACLs bind both to the tenant's credentials (docs/security.md). Unset = the default tenant.",
+  },
   {
     key: 'partition.layerGroups',
     kind: { t: 'int', min: 1, max: 256 },
@@ -279,6 +355,16 @@ export const KEYS: readonly KeySpec[] = [
     doc: 'Timeout of one UCX get/put batch.',
   },
   {
+    key: 'ucx.netDevices',
+    kind: {
+      t: 'string',
+      pattern: /^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$/,
+      patternDoc: 'a UCX_NET_DEVICES list like eth1 or mlx5_0:1',
+    },
+    optional: true,
+    doc: "Network devices UCX may use and listen on (UCX_NET_DEVICES syntax), applied before the first UCX worker starts; unset = $UCX_NET_DEVICES if set, else lo (loopback only); 'all' lets UCX use every device.",
+  },
+  {
     key: 'models.builtin',
     kind: { t: 'list', pattern: /^[a-z0-9][a-z0-9._-]{0,63}$/, patternDoc: 'model profile ids' },
     default: ['tiny-test', 'llama-3-8b'],
@@ -301,6 +387,18 @@ export const KEYS: readonly KeySpec[] = [
     kind: { t: 'string', minLength: 1 },
     default: '127.0.0.1',
     doc: 'Address the metrics port binds to (0.0.0.0 to expose it).',
+  },
+  {
+    key: 'shutdown.drainTimeoutMs',
+    kind: { t: 'duration', min: 0 },
+    default: 5000,
+    doc: 'On SIGTERM, how long in-flight requests may take to finish before the process closes anyway.',
+  },
+  {
+    key: 'shutdown.unreadyDelayMs',
+    kind: { t: 'duration', min: 0 },
+    default: 0,
+    doc: 'On SIGTERM, how long /readyz reports not-ready (while still serving) before the actor stops taking requests; set it above your probe period for load-balanced deployments.',
   },
 ];
 
@@ -411,6 +509,17 @@ function crossChecks(cfg: KvfConfig, problems: string[]): void {
   }
   if ((nats.user === undefined) !== (nats.pass === undefined)) {
     problems.push('nats.user: expected nats.user and nats.pass to be set together');
+  }
+  if (nats.nkeySeedFile !== undefined && (nats.token !== undefined || nats.user !== undefined)) {
+    problems.push('nats.nkeySeedFile: expected one of nats.nkeySeedFile, nats.token, nats.user/nats.pass');
+  }
+  for (const t of [nats, cfg.redis] as const) {
+    if ((t.tlsCertFile === undefined) !== (t.tlsKeyFile === undefined)) {
+      const section = t === nats ? 'nats' : 'redis';
+      problems.push(
+        `${section}.tlsCertFile: expected ${section}.tlsCertFile and ${section}.tlsKeyFile together`,
+      );
+    }
   }
   if (c.nodeDeadAfterMs < 2 * c.heartbeatIntervalMs) {
     problems.push(

@@ -52,7 +52,8 @@ describe('config defaults', () => {
     expect(DEFAULT_CONFIG).toEqual({
       cluster: { name: 'local' },
       nats: { servers: ['nats://127.0.0.1:4222'], tls: false, requestTimeoutMs: 5000 },
-      redis: { url: 'redis://127.0.0.1:6379', keyPrefix: 'kvf', indexTtlSeconds: 86400 },
+      redis: { url: 'redis://127.0.0.1:6379', keyPrefix: 'kvf', indexTtlSeconds: 86400, tls: false },
+      tenant: {},
       partition: { layerGroups: 4, seqBuckets: 16, seqBucketTokens: 4096 },
       coordinator: {
         heartbeatIntervalMs: 1000,
@@ -78,6 +79,7 @@ describe('config defaults', () => {
       models: { builtin: ['tiny-test', 'llama-3-8b'] },
       log: { level: 'info' },
       metrics: { port: 0, host: '127.0.0.1' },
+      shutdown: { drainTimeoutMs: 5000, unreadyDelayMs: 0 },
     });
   });
 
@@ -100,7 +102,8 @@ describe('docs/operations.md', () => {
     const doc = readFileSync(path.join(repo, 'docs/operations.md'), 'utf8');
     const rows = doc
       .split('\n')
-      .filter((l) => /^\| `[a-z]+\.[A-Za-z]+`/.test(l))
+      // Key rows only (other tables in the file may start with a dotted file name).
+      .filter((l) => /^\| `[a-z]+\.[A-Za-z]+` +\| `KVFABRIC_/.test(l))
       .map((l) =>
         l
           .slice(1, -1)
@@ -272,7 +275,7 @@ describe('validation messages', () => {
       'KVFABRIC_SHARD_ARENA_BYTE: unknown setting (did you mean KVFABRIC_SHARD_ARENA_BYTES?)',
     ]);
     expect(problemsOf(() => parseConfig([1, 2]))).toEqual([
-      '<root>: expected a mapping of sections (cluster, nats, redis, partition, coordinator, shard, ucx, models, log, metrics), got a list',
+      '<root>: expected a mapping of sections (cluster, nats, redis, tenant, partition, coordinator, shard, ucx, models, log, metrics, shutdown), got a list',
     ]);
     expect(problemsOf(() => parseConfig({}, {}, { shard: { bogus: 1 } } as never))).toEqual([
       'shard.bogus (override): unknown key',
