@@ -364,6 +364,28 @@ describe(`worker SDK with replication (seed ${SEED})`, () => {
     for (const k of onVictim) expect(await getChecked(kvf, prompts[k]!.p)).toBe(4);
   }, 60_000);
 
+  it('fails over on a locate timeout when a primary is paused (SIGSTOP), then SIGCONT', async () => {
+    const x = await putPrompt(2);
+    const { replicas } = await copiesOf(x.hashes, 0);
+    const victim = cluster.shards.find((s) => s.nodeId === replicas[0])!;
+    // Pinned to primaries: every get asks the paused node first and must time out to the replica.
+    const pinned = await connect({ ...base(), readSpread: false, locateTimeoutMs: 300 });
+    try {
+      victim.kill('SIGSTOP');
+      const started = performance.now();
+      const r = await pinned.getDetailed(x.p, await pinned.allocKv(x.p.length));
+      const ms = performance.now() - started;
+      console.log(`paused primary: get served in ${Math.round(ms)} ms, failovers ${r.failovers}`);
+      expect(r.chunks).toBe(2);
+      expect(r.failovers).toBeGreaterThanOrEqual(1);
+      expect(ms).toBeLessThan(3000);
+      expect(await getChecked(pinned, x.p)).toBe(2);
+    } finally {
+      victim.kill('SIGCONT');
+      await pinned.close();
+    }
+  }, 30_000);
+
   it('survives nats-server restarting: calls during the outage do not throw, service resumes', async () => {
     const x = await putPrompt(3);
     const port = nats.port;
