@@ -251,6 +251,8 @@ function cudaUnusableReason(): string | undefined {
 }
 
 const handles = new WeakMap<Arena, NativeArenaHandle>();
+/** Wraps a NativeArena built by other native calls (UcxWorker.allocArena); set by Arena's static block. */
+let wrapArenaHandle: (handle: NativeArenaHandle) => Arena;
 
 /** Fixed-size blocks in one host or CUDA memory region. Not thread-safe across JS workers. */
 export class Arena {
@@ -261,6 +263,10 @@ export class Arena {
   readonly baseAddress: bigint;
   /** CUDA device ordinal, -1 for host arenas. */
   readonly deviceId: number;
+
+  static {
+    wrapArenaHandle = (handle) => new Arena(handle);
+  }
 
   private constructor(handle: NativeArenaHandle) {
     handles.set(this, handle);
@@ -409,6 +415,8 @@ export interface UcxWorkerInfo {
   /** The transports option as given, or "env" when UCX_TLS (or UCX's default) decides. */
   transports: string;
   progress: 'event' | 'busy';
+  /** Microseconds the progress thread keeps polling after activity before it sleeps. */
+  spinUs: number;
   opTimeoutMs: number;
   closed: boolean;
 }
@@ -419,6 +427,12 @@ export interface NativeUcxWorkerHandle {
   registerArena(arena: NativeArenaHandle): NativeUcxRegionHandle;
   registerBuffer(buf: Uint8Array): NativeUcxRegionHandle;
   allocBuffer(bytes: number): { buffer: Buffer; region: NativeUcxRegionHandle };
+  allocArena(
+    blockBytes: number,
+    blockCount: number,
+    arenaBytesMax: number,
+    populate: boolean,
+  ): { arena: NativeArenaHandle; region: NativeUcxRegionHandle; backing: string };
   connect(peerAddress: Uint8Array, timeoutMs?: number): NativeUcxEndpointHandle;
   close(): Promise<void>;
 }
@@ -427,6 +441,7 @@ export interface NativeBinding {
   NativeUcxWorker: new (opts: {
     transports?: string;
     busy?: boolean;
+    spinUs?: number;
     opTimeoutMs?: number;
   }) => NativeUcxWorkerHandle;
 }
@@ -436,11 +451,41 @@ export interface UcxWorkerOptions {
   transports?: string;
   /** 'event' sleeps on the worker's event fd; 'busy' spins while ops are in flight. @default 'event' */
   progress?: 'event' | 'busy';
+  /**
+   * Hybrid progress ('event' mode): after any activity the progress thread keeps polling UCX for
+   * this many microseconds before it sleeps on the event fd, so pipelined ops and (over tcp) the
+   * peer's active-message fragments skip a 20-100 us wakeup. 0 sleeps at once; an idle worker
+   * never spins. At most 1e6. @default UCX_SPIN_US_DEFAULT (100)
+   */
+  spinUs?: number;
   /** Every op settles within this many ms; a timed-out op closes its endpoint. @default 10000 */
   opTimeoutMs?: number;
 }
 
 export const UCX_OP_TIMEOUT_MS_DEFAULT = 10_000;
+/** Default hybrid-progress window (UcxWorkerOptions.spinUs), in microseconds. */
+export const UCX_SPIN_US_DEFAULT = 100;
+
+/** Options of UcxWorker.allocArena: a host arena in UCX-allocated memory. */
+export interface UcxArenaOptions {
+  blockBytes: number;
+  blockCount: number;
+  /** Touch every page at open (slower open, no first-touch faults later). @default false */
+  populate?: boolean;
+  /** Refuse arenas larger than this (BAD_REQUEST). @default ARENA_BYTES_MAX_DEFAULT (64 GiB) */
+  arenaBytesMax?: number;
+}
+
+/** An arena together with its UCX registration (what peers need: region.address, packRkey()). */
+export interface RegisteredArena {
+  arena: Arena;
+  region: MemRegion;
+  /**
+   * What backs the memory: 'sysv' or 'posix' (shared segments a same-host peer copies from
+   * directly), 'anonymous' (UCX fell back to private memory, e.g. UCX_TLS=tcp), or 'cuda'.
+   */
+  backing: string;
+}
 
 /** A registered memory range: its address and packed rkey are what a peer needs to reach it. */
 export class MemRegion {
@@ -609,9 +654,14 @@ export class UcxWorker {
     if (progress !== 'event' && progress !== 'busy') {
       throw new KvfError('BAD_REQUEST', `progress must be 'event' or 'busy', got ${String(progress)}`);
     }
+    const spinUs = opts.spinUs ?? UCX_SPIN_US_DEFAULT;
+    if (!Number.isSafeInteger(spinUs) || spinUs < 0 || spinUs > 1e6) {
+      throw new KvfError('BAD_REQUEST', `spinUs must be an integer in [0, 1e6], got ${spinUs}`);
+    }
     const { NativeUcxWorker } = loadNative();
     const nativeOpts = {
       busy: progress === 'busy',
+      spinUs,
       opTimeoutMs,
       ...(opts.transports ? { transports: opts.transports } : {}),
     };
@@ -644,6 +694,55 @@ export class UcxWorker {
   allocBuffer(bytes: number): { buffer: Buffer; region: MemRegion } {
     const { buffer, region } = callNative(() => this.#handle.allocBuffer(bytes));
     return { buffer, region: new MemRegion(region) };
+  }
+
+  /**
+   * A host Arena whose memory UCX allocated (ucp_mem_map ALLOCATE), already registered. Over
+   * shared memory UCX 1.13 reaches only such memory one-sided at copy speed; a plain Arena
+   * registered with registerArena is served through active-message emulation (0.2-1.5 GB/s). The
+   * Arena behaves exactly like Arena.open's (same class, errors, close()); the memory is freed
+   * once the arena is closed, the region deregistered and every host view collected.
+   */
+  allocArena(opts: UcxArenaOptions): RegisteredArena {
+    const blockBytes = positiveInteger('blockBytes', opts.blockBytes);
+    const blockCount = positiveInteger('blockCount', opts.blockCount);
+    const max = positiveInteger('arenaBytesMax', opts.arenaBytesMax ?? ARENA_BYTES_MAX_DEFAULT);
+    if (blockBytes * blockCount > max) {
+      throw new KvfError(
+        'BAD_REQUEST',
+        `arena of ${blockCount} x ${blockBytes} bytes exceeds arenaBytesMax (${max})`,
+      );
+    }
+    const r = callNative(() => this.#handle.allocArena(blockBytes, blockCount, max, opts.populate ?? false));
+    return { arena: wrapArenaHandle(r.arena), region: new MemRegion(r.region), backing: r.backing };
+  }
+
+  /**
+   * Arena.open's kinds, registered: 'host' (and 'auto' without a usable GPU, logged once like
+   * Arena.open) is allocArena; 'cuda' is Arena.open + registerArena. What a shard node serves.
+   */
+  openArena(opts: ArenaOptions): RegisteredArena {
+    const c = compileArenaOptions(opts);
+    const noCuda = c.kind === 'auto' ? cudaUnusableReason() : undefined;
+    if (c.kind === 'cuda' || (c.kind === 'auto' && noCuda === undefined)) {
+      const arena = Arena.open(opts);
+      if (arena.kind === 'cuda') return this.#registered(arena, 'cuda');
+      arena.close(); // 'auto' fell back to host (and logged it): UCX-allocated host memory instead
+    } else if (c.kind === 'auto') {
+      c.log(
+        `kvfabric arena: using host memory (${c.blockBytes * c.blockCount} bytes) instead of CUDA: ${noCuda}`,
+      );
+    }
+    return this.allocArena(c);
+  }
+
+  #registered(arena: Arena, backing: string): RegisteredArena {
+    try {
+      return { arena, region: this.registerArena(arena), backing };
+    } catch (err) {
+      arena.close();
+      throw err;
+    }
   }
 
   /**

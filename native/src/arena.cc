@@ -75,7 +75,9 @@ std::shared_ptr<Region> AllocCuda(int device, size_t bytes) {
   return std::make_shared<CudaRegion>(device, base, bytes);
 }
 
-void ValidateConfig(const ArenaConfig& c) {
+}  // namespace
+
+void Arena::Validate(const ArenaConfig& c) {
   if (c.block_bytes == 0 || c.block_count == 0) {
     Fail(Code::BadRequest, "blockBytes and blockCount must be positive");
   }
@@ -88,17 +90,25 @@ void ValidateConfig(const ArenaConfig& c) {
   }
 }
 
-}  // namespace
-
 const char* ArenaKindName(ArenaKind kind) { return kind == ArenaKind::Cuda ? "cuda" : "host"; }
 
-// ValidateConfig runs before the allocator is built: an unchecked blockCount would size its
-// free stack first.
+// Validate runs before the allocator is built: an unchecked blockCount would size its free stack
+// first.
 Arena::Arena(const ArenaConfig& config)
-    : config_(config), allocator_((ValidateConfig(config), config.block_count)) {
+    : config_(config), allocator_((Validate(config), config.block_count)) {
   size_t total = static_cast<size_t>(bytes());
   region_ = config.kind == ArenaKind::Cuda ? AllocCuda(config.device, total)
                                            : MapHost(total, config.populate);
+  base_address_ = reinterpret_cast<uintptr_t>(region_->base());
+}
+
+Arena::Arena(const ArenaConfig& config, std::shared_ptr<Region> region)
+    : config_(config), allocator_((Validate(config), config.block_count)) {
+  if (config.kind != ArenaKind::Host || region == nullptr || region->kind() != ArenaKind::Host ||
+      region->bytes() < bytes()) {
+    Fail(Code::Internal, "external arena memory must be host memory of at least the arena's size");
+  }
+  region_ = std::move(region);
   base_address_ = reinterpret_cast<uintptr_t>(region_->base());
 }
 

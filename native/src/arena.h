@@ -8,6 +8,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -40,6 +41,20 @@ class Region {
   size_t bytes_;
 };
 
+// Memory the arena does not own the allocation of (UCX-allocated, ucp_mem_map ALLOCATE): the
+// release function runs once, when the last holder (arena, host view, UCX registration) is gone.
+class ExternalRegion : public Region {
+ public:
+  ExternalRegion(void* base, size_t bytes, std::function<void()> release)
+      : Region(ArenaKind::Host, -1, base, bytes), release_(std::move(release)) {}
+  ~ExternalRegion() override {
+    if (release_) release_();
+  }
+
+ private:
+  std::function<void()> release_;
+};
+
 struct ArenaConfig {
   ArenaKind kind = ArenaKind::Host;
   uint64_t block_bytes = 0;
@@ -53,6 +68,11 @@ class Arena {
  public:
   // Throws BAD_REQUEST for invalid sizes, CUDA_UNAVAILABLE when device memory is unavailable.
   explicit Arena(const ArenaConfig& config);
+  // A host arena over memory someone else allocated (at least config.bytes; kind must be Host).
+  // The arena holds `region` like its own mapping: same allocator, bounds, close semantics.
+  Arena(const ArenaConfig& config, std::shared_ptr<Region> region);
+  // BAD_REQUEST for sizes the constructors would refuse; lets callers check before allocating.
+  static void Validate(const ArenaConfig& config);
   ~Arena();
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
@@ -103,5 +123,7 @@ void InitArena(Napi::Env env, Napi::Object exports);
 // For other native modules (UCX registration): the Arena behind a NativeArena JS object.
 // Throws BAD_REQUEST if `value` is not a NativeArena, CLOSED if it was closed.
 std::shared_ptr<Arena> ArenaFromJs(Napi::Value value);
+// A NativeArena JS object around an Arena built natively (UCX-allocated arenas).
+Napi::Object NewArenaJs(Napi::Env env, std::shared_ptr<Arena> arena);
 
 }  // namespace kvf

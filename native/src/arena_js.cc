@@ -11,6 +11,11 @@ namespace {
 // Tags NativeArena objects so ArenaFromJs can tell them from other wrapped objects.
 const napi_type_tag kArenaTag = {0x6b76666172656e61ULL, 0x4172656e61763031ULL};
 
+Napi::FunctionReference* g_arena_ctor = nullptr;
+// NewArenaJs passes its Arena through the constructor as a single External argument; a NativeArena
+// is built this way only from native code (JS cannot make an External).
+using ArenaHolder = std::shared_ptr<Arena>;
+
 class ArenaWrap : public Napi::ObjectWrap<ArenaWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -42,6 +47,11 @@ class ArenaWrap : public Napi::ObjectWrap<ArenaWrap> {
 
   // new NativeArena(kind: 'host'|'cuda', blockBytes, blockCount, deviceId, populate, arenaBytesMax)
   explicit ArenaWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ArenaWrap>(info) {
+    info.This().As<Napi::Object>().TypeTag(&kArenaTag);
+    if (info.Length() == 1 && info[0].IsExternal()) {
+      arena_ = *info[0].As<Napi::External<ArenaHolder>>().Data();
+      return;
+    }
     ArenaConfig config;
     std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
     if (kind != "host" && kind != "cuda") Fail(Code::BadRequest, "kind must be 'host' or 'cuda'");
@@ -52,7 +62,6 @@ class ArenaWrap : public Napi::ObjectWrap<ArenaWrap> {
     config.populate = info[4].ToBoolean();
     config.arena_bytes_max = SizeArg(info, 5, "arenaBytesMax");
     arena_ = std::make_shared<Arena>(config);
-    info.This().As<Napi::Object>().TypeTag(&kArenaTag);
   }
 
   std::shared_ptr<Arena> arena() const {
@@ -165,7 +174,14 @@ class ArenaWrap : public Napi::ObjectWrap<ArenaWrap> {
 }  // namespace
 
 void InitArena(Napi::Env env, Napi::Object exports) {
-  exports.Set("NativeArena", ArenaWrap::Define(env));
+  Napi::Function ctor = ArenaWrap::Define(env);
+  g_arena_ctor = new Napi::FunctionReference(Napi::Persistent(ctor));
+  exports.Set("NativeArena", ctor);
+}
+
+Napi::Object NewArenaJs(Napi::Env env, std::shared_ptr<Arena> arena) {
+  ArenaHolder holder = std::move(arena);
+  return g_arena_ctor->New({Napi::External<ArenaHolder>::New(env, &holder)});
 }
 
 std::shared_ptr<Arena> ArenaFromJs(Napi::Value value) {

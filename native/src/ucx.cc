@@ -8,6 +8,9 @@
 // remote range outside the registered region is OUT_OF_RANGE before it reaches UCX.
 #include "ucx.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -27,6 +30,8 @@ using ucx::WorkerCore;
 Napi::FunctionReference* g_region_ctor = nullptr;
 Napi::FunctionReference* g_endpoint_ctor = nullptr;
 bool g_worker_open = false;  // one worker per process (JS thread only)
+// A longer spin is busy polling by another name; 'busy' progress exists for that.
+constexpr int64_t kSpinUsMax = 1000000;
 
 // Context-level UCX calls (mem_map, rkey_pack) run on the progress thread while it lives, since
 // it may be using the same registration cache; once it is gone they run here.
@@ -241,6 +246,7 @@ class WorkerWrap : public Napi::ObjectWrap<WorkerWrap> {
                         InstanceMethod<&WorkerWrap::RegisterArena>("registerArena"),
                         InstanceMethod<&WorkerWrap::RegisterBuffer>("registerBuffer"),
                         InstanceMethod<&WorkerWrap::AllocBuffer>("allocBuffer"),
+                        InstanceMethod<&WorkerWrap::AllocArena>("allocArena"),
                         InstanceMethod<&WorkerWrap::Connect>("connect"),
                         InstanceMethod<&WorkerWrap::Close>("close")});
   }
@@ -262,6 +268,7 @@ class WorkerWrap : public Napi::ObjectWrap<WorkerWrap> {
   Napi::Value RegisterArena(const Napi::CallbackInfo& info);
   Napi::Value RegisterBuffer(const Napi::CallbackInfo& info);
   Napi::Value AllocBuffer(const Napi::CallbackInfo& info);
+  Napi::Value AllocArena(const Napi::CallbackInfo& info);
   Napi::Value Connect(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   void CheckOpen() const {
@@ -295,6 +302,8 @@ WorkerWrap::WorkerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Worker
   ucx::WorkerOptions wo;
   if (opts.Get("transports").IsString()) wo.transports = opts.Get("transports").As<Napi::String>();
   if (opts.Get("busy").IsBoolean()) wo.busy_poll = opts.Get("busy").As<Napi::Boolean>();
+  wo.spin_us = static_cast<int64_t>(NumberProp(opts, "spinUs", static_cast<double>(wo.spin_us)));
+  if (wo.spin_us > kSpinUsMax) Fail(Code::BadRequest, "spinUs must be at most " + std::to_string(kSpinUsMax));
   wo.op_timeout_ms = static_cast<int64_t>(NumberProp(opts, "opTimeoutMs", 10000));
   if (wo.op_timeout_ms <= 0) Fail(Code::BadRequest, "opTimeoutMs must be positive");
   transports_ = wo.transports;
@@ -367,6 +376,7 @@ Napi::Value WorkerWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("cudaPath", cuda ? "direct" : "staged");
   out.Set("transports", transports_.empty() ? "env" : transports_);
   out.Set("progress", busy_ ? "busy" : "event");
+  out.Set("spinUs", Napi::Number::New(env, static_cast<double>(core_->spin_us())));
   out.Set("opTimeoutMs", Napi::Number::New(env, static_cast<double>(op_timeout_ms_)));
   out.Set("closed", Napi::Boolean::New(env, closed_));
   out.Set("sharedMemory", Napi::Boolean::New(env, core_->shm_capable()));
@@ -431,6 +441,53 @@ Napi::Value WorkerWrap::AllocBuffer(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("buffer", buf);
   out.Set("region", region);
+  return out;
+}
+
+// allocArena(blockBytes, blockCount, arenaBytesMax, populate)
+//   -> {arena: NativeArena, region: NativeUcxRegion, backing: string}
+// A host arena in memory UCX allocated (ucp_mem_map ALLOCATE): with shared-memory transports
+// that is a sysv/posix segment a same-host peer maps and copies from directly (an arena that is a
+// plain mmap registered afterwards is reached only through active-message emulation in UCX
+// 1.13, 10-100x slower). The registration is the allocation: the memory is unmapped once the
+// arena is closed, the region deregistered and every host view collected, whichever is last.
+Napi::Value WorkerWrap::AllocArena(const Napi::CallbackInfo& info) {
+  CheckOpen();
+  Napi::Env env = info.Env();
+  ArenaConfig config;
+  config.kind = ArenaKind::Host;
+  config.block_bytes = SizeArg(info, 0, "blockBytes");
+  config.block_count = static_cast<uint32_t>(SizeArg(info, 1, "blockCount", 4294967294.0));
+  config.arena_bytes_max = SizeArg(info, 2, "arenaBytesMax");
+  config.populate = info[3].ToBoolean();
+  Arena::Validate(config);
+  const size_t bytes = static_cast<size_t>(config.block_bytes * config.block_count);
+  ucp_mem_h memh = MapMemory(core_, nullptr, bytes, UCS_MEMORY_TYPE_HOST, true);
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  ucp_mem_query(memh, &attr);
+  std::shared_ptr<WorkerCore> core = core_;
+  auto unmap = [core, memh] {
+    OnUcxThread(core, [&] { ucp_mem_unmap(core->context()->ctx, memh); });
+  };
+  // From here the memory is owned by the region: any failure below releases it exactly once.
+  auto region = std::make_shared<ExternalRegion>(attr.address, bytes, unmap);
+  const std::string backing = ucx::MappingName(attr.address);
+  // Forked children (child_process) must not inherit the page tables of a multi-GiB arena.
+  madvise(attr.address, bytes, MADV_DONTFORK);
+  if (config.populate) {
+    const long page = sysconf(_SC_PAGESIZE);
+    auto* p = static_cast<volatile uint8_t*>(attr.address);
+    for (size_t off = 0; off < bytes; off += static_cast<size_t>(page)) p[off] = p[off];
+  }
+  auto arena = std::make_shared<Arena>(config, region);
+  Napi::Object arena_obj = NewArenaJs(env, arena);
+  Napi::Object region_obj = NewRegion(env, core_, memh, reinterpret_cast<uint64_t>(attr.address),
+                                      bytes, true, "host", arena_obj, region);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("arena", arena_obj);
+  out.Set("region", region_obj);
+  out.Set("backing", backing);
   return out;
 }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <fstream>
@@ -84,6 +85,26 @@ int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+std::string MappingName(const void* addr) {
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2 || a < lo || a >= hi) continue;
+    // Fields: range perms offset dev inode [path]; the path starts after the fifth field.
+    std::istringstream fields(line);
+    std::string skip, path;
+    for (int i = 0; i < 5; ++i) fields >> skip;
+    std::getline(fields >> std::ws, path);
+    if (path.empty()) return "anonymous";
+    if (path.rfind("/SYSV", 0) == 0) return "sysv";
+    if (path.rfind("/dev/shm/", 0) == 0) return "posix";
+    return path;
+  }
+  return "unknown";
 }
 
 Code CodeForStatus(ucs_status_t status) {
@@ -185,6 +206,7 @@ void WorkerCore::Post(std::function<void()> fn) {
     std::lock_guard<std::mutex> lock(mu_);
     commands_.push_back(std::move(fn));
   }
+  command_posted_.store(true, std::memory_order_release);
   uint64_t one = 1;
   ssize_t n = write(wake_fd_, &one, sizeof(one));
   (void)n;  // a full eventfd counter still wakes the thread
@@ -237,6 +259,7 @@ bool WorkerCore::DrainCommands() {
   std::deque<std::function<void()>> cmds;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    command_posted_.store(false, std::memory_order_relaxed);
     cmds.swap(commands_);
   }
   for (auto& fn : cmds) fn();
@@ -252,17 +275,34 @@ void WorkerCore::Loop() {
     }
     CheckDeadlines();
     WatchPeers();
-    bool has_completions;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      has_completions = !completions_.empty();
-    }
-    if (has_completions && !notify_pending_.exchange(true)) notify_();
+    NotifyCompletions();
     if (opts_.busy_poll && !live_.empty()) continue;  // spin only while ops are in flight
+    if (SpinForActivity()) continue;
     if (ucp_worker_arm(worker_) == UCS_ERR_BUSY) continue;
     epoll_wait(epoll_fd_, events, 4, WaitTimeoutMs());
   }
   if (on_closed_) on_closed_();
+}
+
+// Polls the worker and the command queue for up to spin_us; true as soon as either has work.
+// Bounded, so an idle worker goes back to sleeping on its event fd.
+bool WorkerCore::SpinForActivity() {
+  if (opts_.spin_us <= 0) return false;
+  const int64_t until = NowNs() + opts_.spin_us * 1000;
+  do {
+    if (command_posted_.load(std::memory_order_acquire)) return true;
+    if (ucp_worker_progress(worker_) != 0) return true;
+  } while (NowNs() < until);
+  return false;
+}
+
+void WorkerCore::NotifyCompletions() {
+  bool has_completions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    has_completions = !completions_.empty();
+  }
+  if (has_completions && !notify_pending_.exchange(true)) notify_();
 }
 
 int WorkerCore::WaitTimeoutMs() const {

@@ -2,11 +2,14 @@
  * `kvfabric bench transfer`: kvfabric UCX get/put between two processes, side by side with
  * ucx_perftest (the yardstick, run untuned with the same transport and size) and a native memcpy
  * (the physical limit on one host). Prints a table, or with --json exactly one JSON object:
- * {"results":[{"op","transport","blockBytes","inflight","gbps","perftestGbps","memcpyGbps"}]}.
+ * {"results":[{"op","transport","blockBytes","inflight","gbps","arenaGbps","mmapArenaGbps",
+ *   "perftestGbps","memcpyGbps","ranges"}]} (medians over --repeat; ranges: [min, max] per figure).
  * gbps are gigabytes (1e9 bytes) per second.
  *
  * Like ucx_perftest, each case reuses the same remote and local blocks (`repeat` pattern), so both
- * sides measure the transport on cache-warm memory rather than page faults.
+ * sides measure the transport on cache-warm memory rather than page faults. The server's memory
+ * is measured as allocBuffer memory (`gbps`) and as a shard-node arena (`arenaGbps`, the product
+ * path: UcxWorker.openArena), see RemoteMemory.
  */
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -14,6 +17,16 @@ import { createServer } from 'node:net';
 import { memcpyBench } from '../../../native/index.js';
 import { KvfError } from '../../../shared/errors.js';
 import { PeerProcess } from './transfer-peer.js';
+
+/**
+ * What backs the server's memory in a kvfabric case:
+ * - 'alloc': UcxWorker.allocBuffer (UCX-allocated, what ucx_perftest uses too);
+ * - 'arena': the product path, a host arena opened and registered as a shard node does
+ *   (UcxWorker.openArena: UCX-allocated memory, sysv/posix shared segments over sm);
+ * - 'mmap-arena': a plain Arena.open registered afterwards (the old shard-node path).
+ */
+export type RemoteMemory = 'alloc' | 'arena' | 'mmap-arena';
+const REMOTE_MEMORIES: readonly RemoteMemory[] = ['alloc', 'arena', 'mmap-arena'];
 
 export interface BenchTransferOptions {
   /** Block sizes in bytes. @default 64 KiB, 256 KiB, 1 MiB, 4 MiB, 16 MiB, 64 MiB */
@@ -33,15 +46,17 @@ export interface BenchTransferOptions {
   /** ucx_perftest iterations cap per case. @default 1000 */
   perftestIterationsMax: number;
   perftest: boolean;
-  /** Runs per case for kvfabric and for ucx_perftest alike; the best is kept (noisy shared hosts). @default 1 */
-  repeat: number;
   /**
-   * What backs the server's memory: 'alloc' (UcxWorker.allocBuffer: UCX-allocated, shared memory
-   * that sm transports can reach directly) or 'arena' (a registered host Arena). @default 'alloc'
+   * Runs per case for kvfabric, ucx_perftest and memcpy alike, interleaved case by case; rows
+   * carry the median and JSON the [min, max] range (this host is shared and noisy). @default 1
    */
-  remoteMemory: 'alloc' | 'arena';
+  repeat: number;
+  /** Server memory measured per case. @default ['alloc', 'arena'] */
+  remoteMemory: RemoteMemory[];
   /** Progress mode of the kvfabric peers. @default 'event' */
   progress: 'event' | 'busy';
+  /** Hybrid-progress window of the kvfabric peers (UcxWorkerOptions.spinUs). @default the worker default */
+  spinUs: number | undefined;
   json: boolean;
 }
 
@@ -50,9 +65,16 @@ export interface BenchRow {
   transport: string;
   blockBytes: number;
   inflight: number;
+  /** kvfabric from allocBuffer memory (or the first --remote-memory when alloc is not measured). */
   gbps: number;
+  /** kvfabric from a peer's arena registered as a shard node does; null when not measured. */
+  arenaGbps: number | null;
+  /** kvfabric from a plain registered mmap arena; null unless --remote-memory has mmap-arena. */
+  mmapArenaGbps: number | null;
   perftestGbps: number | null;
   memcpyGbps: number;
+  /** [min, max] over --repeat runs for each figure above. */
+  ranges: Record<string, [number, number]>;
 }
 
 const KiB = 1024;
@@ -66,8 +88,9 @@ const PERFTEST_TEST: Record<'get' | 'put', string> = { get: 'ucp_get', put: 'ucp
 const PERFTEST_TIMEOUT_MS = 60_000;
 
 const USAGE = `usage: kvfabric bench transfer [--sizes 64K,1M,64M] [--transports sm,tcp] [--ops get,put]
-       [--inflight 1,8] [--lanes 2] [--bytes-per-case 512M] [--progress event|busy]
-       [--remote-memory alloc|arena] [--perftest-iterations 1000] [--no-perftest] [--repeat 1] [--json]`;
+       [--inflight 1,8] [--lanes 2] [--bytes-per-case 512M] [--progress event|busy] [--spin-us N]
+       [--remote-memory alloc,arena,mmap-arena] [--perftest-iterations 1000] [--no-perftest]
+       [--repeat 1] [--json]`;
 
 function parseSize(text: string): number {
   const m = /^(\d+)([KMG]?)$/i.exec(text.trim());
@@ -88,7 +111,8 @@ export function parseBenchArgs(argv: string[]): BenchTransferOptions {
     repeat: 1,
     lanes: 2,
     progress: 'event',
-    remoteMemory: 'alloc',
+    spinUs: undefined,
+    remoteMemory: ['alloc', 'arena'],
     json: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -108,8 +132,9 @@ export function parseBenchArgs(argv: string[]): BenchTransferOptions {
     else if (flag === '--no-perftest') o.perftest = false;
     else if (flag === '--repeat') o.repeat = Number(value());
     else if (flag === '--lanes') o.lanes = Number(value());
-    else if (flag === '--remote-memory') o.remoteMemory = value() === 'arena' ? 'arena' : 'alloc';
+    else if (flag === '--remote-memory') o.remoteMemory = list() as RemoteMemory[];
     else if (flag === '--progress') o.progress = value() === 'busy' ? 'busy' : 'event';
+    else if (flag === '--spin-us') o.spinUs = Number(value());
     else if (flag === '--json') o.json = true;
     else throw new KvfError('BAD_REQUEST', `unknown flag ${flag}\n${USAGE}`);
   }
@@ -117,55 +142,87 @@ export function parseBenchArgs(argv: string[]): BenchTransferOptions {
     if (!TRANSPORT_ENV[t]) throw new KvfError('BAD_REQUEST', `unknown transport ${t}`);
   for (const op of o.ops)
     if (op !== 'get' && op !== 'put') throw new KvfError('BAD_REQUEST', `unknown op ${op}`);
+  for (const m of o.remoteMemory)
+    if (!REMOTE_MEMORIES.includes(m)) throw new KvfError('BAD_REQUEST', `unknown remote memory ${m}`);
+  if (o.remoteMemory.length === 0) throw new KvfError('BAD_REQUEST', '--remote-memory is empty');
   for (const n of [...o.sizes, ...o.inflight, o.bytesPerCase, o.repeat, o.lanes]) {
     if (!Number.isSafeInteger(n) || n <= 0) throw new KvfError('BAD_REQUEST', `bad number ${n}`);
+  }
+  if (o.spinUs !== undefined && (!Number.isSafeInteger(o.spinUs) || o.spinUs < 0)) {
+    throw new KvfError('BAD_REQUEST', `bad --spin-us ${o.spinUs}`);
   }
   return o;
 }
 
-/** kvfabric get/put for every size x op x inflight on one transport, between two peer processes. */
-async function benchKvfabric(o: BenchTransferOptions, transport: string): Promise<Map<string, number>> {
-  const env = { ...(TRANSPORT_ENV[transport] as Record<string, string>), KVF_PEER_PROGRESS: o.progress };
-  const server = PeerProcess.spawn(env);
-  const client = PeerProcess.spawn(env);
-  const out = new Map<string, number>();
+/** Two kvfabric peer processes on one transport: the server holds one region per remote memory. */
+interface KvfPair {
+  server: PeerProcess;
+  client: PeerProcess;
+  ep: unknown;
+  local: unknown;
+  remotes: Map<RemoteMemory, { rkey: unknown; address: unknown; length: unknown }>;
+}
+
+async function openPair(o: BenchTransferOptions, transport: string): Promise<KvfPair> {
+  const env: Record<string, string> = {
+    ...(TRANSPORT_ENV[transport] as Record<string, string>),
+    KVF_PEER_PROGRESS: o.progress,
+    ...(o.spinUs !== undefined ? { KVF_PEER_SPIN_US: String(o.spinUs) } : {}),
+  };
+  const pair: KvfPair = {
+    server: PeerProcess.spawn(env),
+    client: PeerProcess.spawn(env),
+    ep: 0,
+    local: 0,
+    remotes: new Map(),
+  };
   try {
     const regionBytes = Math.max(...o.sizes); // every op of a case reuses block 0
-    const hello = await server.request('hello');
-    const remote = await server.request('alloc', { bytes: regionBytes, fill: true, mode: o.remoteMemory });
-    const local = await client.request('alloc', { bytes: regionBytes, fill: true });
-    const { ep } = await client.request('connect', { address: hello.address });
-    const { rkey } = await client.request('unpack', { ep, rkey: remote.rkey });
-    for (const blockBytes of o.sizes) {
-      for (const op of o.ops) {
-        for (const inflight of o.inflight) {
-          const args = {
-            ep,
-            op,
-            rkey,
-            remoteAddress: remote.address,
-            remoteLength: remote.length,
-            local: local.region,
-            blockBytes,
-            ...splitInflight(inflight, o.lanes),
-            pattern: 'repeat',
-          };
-          // Warm-up: maps pages and lets UCX finish wireup before the clock runs.
-          await client.request('run', { ...args, totalBytes: blockBytes * inflight });
-          const totalBytes = Math.max(o.bytesPerCase, blockBytes * Math.max(8, inflight));
-          let best = 0;
-          for (let i = 0; i < o.repeat; i++) {
-            const r = await client.request('run', { ...args, totalBytes });
-            best = Math.max(best, Number(r.bytes) / Number(r.seconds) / 1e9);
-          }
-          out.set(`${op}/${blockBytes}/${inflight}`, best);
-        }
-      }
+    const hello = await pair.server.request('hello');
+    pair.local = (await pair.client.request('alloc', { bytes: regionBytes, fill: true })).region;
+    pair.ep = (await pair.client.request('connect', { address: hello.address })).ep;
+    for (const mode of o.remoteMemory) {
+      const remote = await pair.server.request('alloc', { bytes: regionBytes, fill: true, mode });
+      const { rkey } = await pair.client.request('unpack', { ep: pair.ep, rkey: remote.rkey });
+      pair.remotes.set(mode, { rkey, address: remote.address, length: remote.length });
     }
-  } finally {
-    await Promise.all([server.stop(), client.stop()]);
+  } catch (err) {
+    await closePair(pair);
+    throw err;
   }
-  return out;
+  return pair;
+}
+
+async function closePair(pair: KvfPair): Promise<void> {
+  await Promise.all([pair.server.stop(), pair.client.stop()]);
+}
+
+/** One timed kvfabric case (after a warm-up that maps pages and finishes wireup), in GB/s. */
+async function kvfGbps(
+  o: BenchTransferOptions,
+  pair: KvfPair,
+  mode: RemoteMemory,
+  op: 'get' | 'put',
+  blockBytes: number,
+  inflight: number,
+): Promise<number> {
+  const remote = pair.remotes.get(mode);
+  if (!remote) throw new KvfError('INTERNAL', `no ${mode} region`);
+  const args = {
+    ep: pair.ep,
+    op,
+    rkey: remote.rkey,
+    remoteAddress: remote.address,
+    remoteLength: remote.length,
+    local: pair.local,
+    blockBytes,
+    ...splitInflight(inflight, o.lanes),
+    pattern: 'repeat',
+  };
+  await pair.client.request('run', { ...args, totalBytes: blockBytes * inflight });
+  const totalBytes = Math.max(o.bytesPerCase, blockBytes * Math.max(8, inflight));
+  const r = await pair.client.request('run', { ...args, totalBytes });
+  return Number(r.bytes) / Number(r.seconds) / 1e9;
 }
 
 /** `inflight` ops as `window` batches of `inflight / window` (a single op stays one op). */
@@ -238,36 +295,87 @@ async function perftestGbps(
   return m ? (Number(m[1]) * MiB) / 1e9 : null;
 }
 
+/** Samples of one figure over the --repeat runs. */
+class Samples {
+  readonly values: number[] = [];
+  add(x: number | null): void {
+    if (x !== null && Number.isFinite(x)) this.values.push(x);
+  }
+  median(): number | null {
+    const v = [...this.values].sort((a, b) => a - b);
+    if (v.length === 0) return null;
+    const mid = Math.floor(v.length / 2);
+    return v.length % 2 ? (v[mid] as number) : ((v[mid - 1] as number) + (v[mid] as number)) / 2;
+  }
+  range(): [number, number] | null {
+    return this.values.length ? [round(Math.min(...this.values)), round(Math.max(...this.values))] : null;
+  }
+}
+
 export async function runBenchTransfer(o: BenchTransferOptions): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  const memcpy = new Map<number, number>();
+  const memcpy = new Map<number, Samples>();
   for (const size of o.sizes) {
     const iterations = Math.max(4, Math.min(1000, Math.floor(o.bytesPerCase / size)));
-    let best = 0;
-    for (let i = 0; i < o.repeat; i++) best = Math.max(best, memcpyBench(size, iterations).gbps);
-    memcpy.set(size, best);
+    const samples = new Samples();
+    for (let i = 0; i < o.repeat; i++) samples.add(memcpyBench(size, iterations).gbps);
+    memcpy.set(size, samples);
   }
   for (const transport of o.transports) {
-    const kvf = await benchKvfabric(o, transport);
-    for (const blockBytes of o.sizes) {
-      for (const op of o.ops) {
-        let pt: number | null = null;
-        for (let i = 0; o.perftest && i < o.repeat; i++) {
-          const g = await perftestGbps(o, transport, op, blockBytes);
-          if (g !== null) pt = Math.max(pt ?? 0, g);
-        }
-        for (const inflight of o.inflight) {
-          rows.push({
-            op,
-            transport,
-            blockBytes,
-            inflight,
-            gbps: round(kvf.get(`${op}/${blockBytes}/${inflight}`) ?? 0),
-            perftestGbps: pt === null ? null : round(pt),
-            memcpyGbps: round(memcpy.get(blockBytes) ?? 0),
-          });
+    const pair = await openPair(o, transport);
+    try {
+      for (const blockBytes of o.sizes) {
+        for (const op of o.ops) {
+          // Repeats interleave kvfabric and ucx_perftest, so load spikes hit both columns.
+          const kvf = new Map<string, Samples>();
+          const pt = new Samples();
+          for (let i = 0; i < o.repeat; i++) {
+            for (const inflight of o.inflight) {
+              for (const mode of o.remoteMemory) {
+                const key = `${mode}/${inflight}`;
+                if (!kvf.has(key)) kvf.set(key, new Samples());
+                kvf.get(key)?.add(await kvfGbps(o, pair, mode, op, blockBytes, inflight));
+              }
+            }
+            if (o.perftest) pt.add(await perftestGbps(o, transport, op, blockBytes));
+          }
+          for (const inflight of o.inflight) {
+            const fig = (mode: RemoteMemory): Samples | undefined => kvf.get(`${mode}/${inflight}`);
+            const main = fig('alloc') ?? fig(o.remoteMemory[0] as RemoteMemory);
+            const mc = memcpy.get(blockBytes) as Samples;
+            const ranges: Record<string, [number, number]> = {};
+            const figures: [string, Samples | undefined][] = [
+              ['gbps', main],
+              ['arenaGbps', fig('arena')],
+              ['mmapArenaGbps', fig('mmap-arena')],
+              ['perftestGbps', pt],
+              ['memcpyGbps', mc],
+            ];
+            for (const [name, f] of figures) {
+              const r = f?.range();
+              if (r) ranges[name] = r;
+            }
+            const med = (f: Samples | undefined): number | null => {
+              const m = f?.median();
+              return m === null || m === undefined ? null : round(m);
+            };
+            rows.push({
+              op,
+              transport,
+              blockBytes,
+              inflight,
+              gbps: med(main) ?? 0,
+              arenaGbps: med(fig('arena')),
+              mmapArenaGbps: med(fig('mmap-arena')),
+              perftestGbps: med(pt),
+              memcpyGbps: med(mc) ?? 0,
+              ranges,
+            });
+          }
         }
       }
+    } finally {
+      await closePair(pair);
     }
   }
   return rows;
@@ -278,30 +386,34 @@ function round(x: number): number {
 }
 
 function formatTable(rows: BenchRow[]): string {
-  const head = [
-    'op',
-    'transport',
-    'block',
-    'inflight',
-    'kvfabric GB/s',
-    'perftest GB/s',
-    '% perftest',
-    'memcpy GB/s',
-    '% memcpy',
-  ];
-  const pct = (a: number, b: number | null): string => (b ? `${Math.round((a / b) * 100)}%` : '-');
+  const hasArena = rows.some((r) => r.arenaGbps !== null);
+  const hasMmap = rows.some((r) => r.mmapArenaGbps !== null);
+  const pct = (a: number | null, b: number | null): string =>
+    a !== null && b ? `${Math.round((a / b) * 100)}%` : '-';
+  const num = (x: number | null): string => (x === null ? '-' : x.toFixed(2));
   const size = (n: number): string => (n >= MiB ? `${n / MiB}M` : `${n / KiB}K`);
-  const body = rows.map((r) => [
-    r.op,
-    r.transport,
-    size(r.blockBytes),
-    String(r.inflight),
-    r.gbps.toFixed(2),
-    r.perftestGbps === null ? '-' : r.perftestGbps.toFixed(2),
-    pct(r.gbps, r.perftestGbps),
-    r.memcpyGbps.toFixed(2),
-    pct(r.gbps, r.memcpyGbps),
-  ]);
+  // The product path (arena) is the one the targets are about; alloc is UCX's own buffers.
+  const cols: [string, (r: BenchRow) => string][] = [
+    ['op', (r) => r.op],
+    ['transport', (r) => r.transport],
+    ['block', (r) => size(r.blockBytes)],
+    ['inflight', (r) => String(r.inflight)],
+    ['alloc GB/s', (r) => num(r.gbps)],
+    ...(hasArena ? ([['arena GB/s', (r) => num(r.arenaGbps)]] as [string, (r: BenchRow) => string][]) : []),
+    ...(hasMmap ? ([['mmap GB/s', (r) => num(r.mmapArenaGbps)]] as [string, (r: BenchRow) => string][]) : []),
+    ['perftest GB/s', (r) => num(r.perftestGbps)],
+    ['memcpy GB/s', (r) => num(r.memcpyGbps)],
+    ['alloc %pt', (r) => pct(r.gbps, r.perftestGbps)],
+    ...(hasArena
+      ? ([
+          ['arena %pt', (r) => pct(r.arenaGbps, r.perftestGbps)],
+          ['arena %memcpy', (r) => pct(r.arenaGbps, r.memcpyGbps)],
+        ] as [string, (r: BenchRow) => string][])
+      : []),
+    ['alloc %memcpy', (r) => pct(r.gbps, r.memcpyGbps)],
+  ];
+  const head = cols.map(([h]) => h);
+  const body = rows.map((r) => cols.map(([, f]) => f(r)));
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i] ?? 0)).join('  ');
   return [line(head), ...body.map(line)].join('\n');

@@ -70,7 +70,12 @@ class Peer {
   constructor() {
     const opTimeoutMs = Number(process.env.KVF_PEER_OP_TIMEOUT_MS ?? 10_000);
     const progress = process.env.KVF_PEER_PROGRESS === 'busy' ? 'busy' : 'event';
-    this.worker = UcxWorker.create({ opTimeoutMs, progress });
+    const spin = process.env.KVF_PEER_SPIN_US;
+    this.worker = UcxWorker.create({
+      opTimeoutMs,
+      progress,
+      ...(spin !== undefined && spin !== '' ? { spinUs: Number(spin) } : {}),
+    });
   }
 
   region(id: unknown): PeerRegion {
@@ -81,10 +86,21 @@ class Peer {
 
   alloc(bytes: number, mode: string, fill: boolean): Record<string, unknown> {
     let entry: PeerRegion;
-    if (mode === 'arena') {
+    let backing = 'buffer';
+    if (mode === 'arena' || mode === 'mmap-arena') {
       const blockBytes = Math.min(bytes, 1 << 20);
-      const arena = Arena.open({ kind: 'host', blockBytes, blockCount: Math.ceil(bytes / blockBytes) });
-      const region = this.worker.registerArena(arena);
+      const opts = { kind: 'host' as const, blockBytes, blockCount: Math.ceil(bytes / blockBytes) };
+      let arena: Arena;
+      let region: MemRegion;
+      if (mode === 'arena') {
+        // The product path: what a shard node serves (UcxWorker.openArena, UCX-allocated memory).
+        ({ arena, region, backing } = this.worker.openArena(opts));
+      } else {
+        // A plain mmap arena registered afterwards (UCX 1.13 shm serves it by AM emulation).
+        arena = Arena.open(opts);
+        region = this.worker.registerArena(arena);
+        backing = 'mmap';
+      }
       const views = Array.from({ length: arena.blockCount }, (_, i) => arena.hostView(i) as Buffer);
       entry = { views, region, arena };
     } else if (mode === 'buffer') {
@@ -93,6 +109,7 @@ class Peer {
     } else {
       const { buffer, region } = this.worker.allocBuffer(bytes);
       entry = { views: [buffer], region };
+      backing = 'alloc';
     }
     for (const v of entry.views) {
       if (fill) fillRandom(v);
@@ -105,6 +122,7 @@ class Peer {
       address: entry.region.address.toString(),
       length: entry.region.length,
       rkey: entry.region.packRkey().toString('base64'),
+      backing,
     };
   }
 
