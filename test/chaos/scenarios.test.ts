@@ -5,7 +5,7 @@
  * corrupt byte, and meet its timing targets (see docs/reliability.md). The long run with repeated
  * faults is `kvfabric chaos --duration 10m`.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runChaos, type ChaosReport } from '../../services/cli/chaos/runner.js';
 import { SCENARIO_NAMES, type ScenarioResult } from '../../services/cli/chaos/types.js';
 import { buildDist } from '../harness/cluster.js';
@@ -36,6 +36,11 @@ describe('chaos scenarios (short run)', () => {
     }
     logs.push(`short run took ${Date.now() - started} ms`);
   }, RUN_BUDGET_MS + 60_000);
+
+  afterAll(() => {
+    // The figures docs/reliability.md records, one line per scenario.
+    for (const r of report?.scenarios ?? []) console.log(`chaos ${JSON.stringify(r)}`);
+  });
 
   const result = (name: string): ScenarioResult => {
     if (!report) throw new Error(`chaos run failed: ${String(runError)}\n${logs.join('\n')}`);

@@ -73,6 +73,10 @@ export const CHAOS_DEFAULTS = {
   model: 'tiny-test',
 } as const;
 
+/** Prompts acknowledged before the fault is injected, and the bound on waiting for them. */
+const WARM_PROMPTS_MIN = 8;
+const WARMUP_EXTRA_MS_MAX = 20_000;
+
 /** What a scenario function gets. */
 export interface ChaosContext {
   readonly cluster: LocalCluster;
@@ -275,6 +279,14 @@ async function runScenario(
   ctx.log(`[${name}#${round}] workload warm-up ${ctx.opts.warmupMs} ms`);
   workload.start();
   await sleep(ctx.opts.warmupMs);
+  // A fault before anything was acknowledged proves nothing (cold UCX endpoints, first JIT):
+  // keep warming up until enough prompts are acknowledged, bounded.
+  const warm = await pollUntil(
+    () => acknowledgedPrompts(history).size >= WARM_PROMPTS_MIN,
+    WARMUP_EXTRA_MS_MAX,
+    100,
+  );
+  if (warm === undefined) run.notes.push(`fewer than ${WARM_PROMPTS_MIN} prompts acknowledged after warm-up`);
   const evBefore = await evictionCounters(ctx.nc, liveShards(ctx.cluster));
   try {
     await SCENARIOS[name](ctx, run);
