@@ -29,6 +29,8 @@ export interface RegisteredRegion {
 export interface UcxRegistrar {
   address(): Uint8Array;
   registerArena(arena: Arena): RegisteredRegion;
+  /** Open an arena already registered, host memory UCX-allocated (native UcxWorker.openArena). */
+  openArena?(opts: ArenaOptions): { arena: Arena; region: RegisteredRegion };
 }
 
 export type OpenArena = (opts: ArenaOptions) => Arena;
@@ -94,12 +96,18 @@ export class ModelArena {
         { details: { model: o.profile.id, arenaBytes: o.arenaBytes, blockBytes: slotBytes } },
       );
     }
-    const arena = o.openArena({
+    const arenaOpts = {
       kind: o.arenaKind,
       blockBytes: slotBytes,
       blockCount,
       ...(o.log ? { log: o.log } : {}),
-    });
+    };
+    // UCX-allocated host memory: UCX 1.13's shm transports get/put only such memory at copy speed.
+    if (o.ucx.openArena) {
+      const { arena, region } = o.ucx.openArena(arenaOpts);
+      return new ModelArena(o, arena, region);
+    }
+    const arena = o.openArena(arenaOpts);
     let region: RegisteredRegion;
     try {
       region = o.ucx.registerArena(arena);
