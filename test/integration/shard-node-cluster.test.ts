@@ -34,7 +34,8 @@ describe('local cluster: coordinator and shard nodes as child processes', () => 
   it('lists every shard node in the placement table and in kvf_members, with UCX regions', async () => {
     const table = await fx.cluster.waitForPlacement(2, 30_000);
     expect(Object.keys(table.members).sort()).toEqual(['shard-1', 'shard-2']);
-    expect(Object.values(table.cells).every((c) => c.replicas.length === 1)).toBe(true);
+    // coordinator.replicationFactor defaults to 2 (issue 5): every cell on both nodes, primary first.
+    expect(Object.values(table.cells).every((c) => c.replicas.length === 2)).toBe(true);
     for (const id of ['shard-1', 'shard-2']) {
       const rec = decodeMemberRecord((await buckets.members.get(id))!.value);
       expect(rec.capacityBytes).toBe(1024 * 1024);
