@@ -7,6 +7,7 @@ import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UcxWorker } from '../../native/index.js';
 import { ensureBuckets, type ClusterBuckets } from '../../shared/cluster/buckets.js';
+import { envNameFor } from '../../shared/config.js';
 import { cellFor, cellId } from '../../shared/partition.js';
 import { BUILTIN_PROFILES } from '../../shared/profiles.js';
 import { request } from '../../shared/protocol/codec.js';
@@ -33,6 +34,9 @@ describe(`worker SDK failure semantics (seed ${SEED})`, () => {
     shards: 3,
     arenaBytes: SLOTS_PER_NODE * SLOT_BYTES,
     partition: { layerGroups: 2, seqBuckets: 8, seqBucketTokens: 32 },
+    // One copy per block: these tests are about what happens when the only copy is corrupt, gone
+    // or moved. With replication the SDK reads another copy instead (sdk-replication.test.ts).
+    env: { [envNameFor('coordinator.replicationFactor')]: '1' },
   });
   let worker: UcxWorker;
   let kvf: KvfClient;
