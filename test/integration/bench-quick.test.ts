@@ -97,7 +97,10 @@ describe('kvfabric bench --quick --json (tiny configuration)', () => {
       const runs = report.workloads.filter((r) => r.workload === w);
       expect(runs.map((r) => r.strategy)).toEqual(['local-lru', 'redis', 'kvfabric']);
       const hits = new Set(runs.map((r) => r.hitTokens));
-      expect(hits.size, `${w}: ${runs.map((r) => `${r.strategy}=${r.hitTokens}`).join(' ')}`).toBe(1);
+      expect(
+        hits.size,
+        `${w}: ${runs.map((r) => `${r.strategy}=${r.hitTokens} (short puts ${r.putShortfalls}: ${r.lastPutError ?? '-'})`).join(' ')}`,
+      ).toBe(1);
       expect(runs[0]!.hitTokens).toBeGreaterThan(0);
       for (const r of runs) {
         expect(r.verifyFailures, `${w}/${r.strategy}`).toBe(0);

@@ -24,8 +24,22 @@ export class FabricStrategy implements Strategy {
     return Math.floor(tokens / this.layout.chunkTokens);
   }
 
+  /** Puts that indexed fewer chunks than the prompt has (a block was refused, timed out or failed). */
+  putShortfalls = 0;
+  lastPutError: string | undefined;
+
   async put(p: Prompt, kv: KvBuffers): Promise<void> {
-    await this.kvf.put(p.tokens, kv, { namespace: this.ns(p), model: this.layout.profile.id });
+    try {
+      const r = await this.kvf.put(p.tokens, kv, { namespace: this.ns(p), model: this.layout.profile.id });
+      if (r.tokensIndexed < p.hashes.length * this.layout.chunkTokens) {
+        this.putShortfalls++;
+        this.lastPutError = `indexed ${r.tokensIndexed} of ${p.hashes.length * this.layout.chunkTokens} tokens (stored ${r.chunksStored}, present ${r.chunksPresent}, index degraded ${r.indexDegraded})`;
+      }
+    } catch (err) {
+      // A put that fails outright leaves the prompt uncached: the next get misses, as in an engine.
+      this.putShortfalls++;
+      this.lastPutError = err instanceof Error ? err.message : String(err);
+    }
   }
 
   allocBuffers(chunks: number): Promise<KvBuffers> {

@@ -314,6 +314,7 @@ export function formatReport(r: BenchReport): string {
           f(w.latency.p99Ms, 1),
           f(w.putMs, 0),
           String(w.verifyFailures),
+          String(w.putShortfalls),
         ]),
       ),
   );

@@ -36,6 +36,9 @@ export interface RunResult {
   tokensPerSec: number;
   /** Latency of the gets that served a prefix (hit > 0). */
   latency: LatencyPercentiles;
+  /** Puts that stored less than the whole prompt (kvfabric reports it), and the last reason. */
+  putShortfalls: number;
+  lastPutError?: string;
   /** Served blocks that did not hold the expected bytes (must be 0). */
   verifyFailures: number;
   verifiedBlocks: number;
@@ -91,7 +94,9 @@ export async function runWorkload(s: Strategy, w: Workload, o: RunOptions = {}):
     latency: latencyPercentiles([]),
     verifyFailures: 0,
     verifiedBlocks: 0,
+    putShortfalls: 0,
   };
+  const shortfallsBefore = s.putShortfalls ?? 0;
   for (let k = 0; k < w.requests; k++) {
     const tokens = w.prompt(k);
     const p: Prompt = {
@@ -121,5 +126,7 @@ export async function runWorkload(s: Strategy, w: Workload, o: RunOptions = {}):
   r.gbps = gbps(r.getBytes, r.getMs);
   r.tokensPerSec = r.getMs > 0 ? r.hitTokens / (r.getMs / 1000) : 0;
   r.latency = latencyPercentiles(latencies);
+  r.putShortfalls = (s.putShortfalls ?? 0) - shortfallsBefore;
+  if (r.putShortfalls > 0 && s.lastPutError) r.lastPutError = s.lastPutError;
   return r;
 }

@@ -24,6 +24,9 @@ export interface Strategy {
   put(p: Prompt, kv: KvBuffers, fromChunk: number): Promise<void>;
   /** Buffers for `chunks` chunks (a get target and put source). */
   allocBuffers(chunks: number): Promise<KvBuffers>;
+  /** Puts that stored less than the whole prompt, and why (the last one), when the strategy knows. */
+  readonly putShortfalls?: number;
+  readonly lastPutError?: string | undefined;
   /** Drop everything cached (between workloads, so each starts cold). */
   clear(): Promise<void>;
   close(): Promise<void>;
