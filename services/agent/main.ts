@@ -7,6 +7,9 @@
 import { UcxWorker } from '../../native/index.js';
 import { parseSize } from '../../shared/config.js';
 import { bootActor, watchShutdown } from '../../shared/process.js';
+import { startActorOps } from '../../shared/metrics/actor-ops.js';
+import { instrumentClient } from '../../shared/metrics/sources.js';
+import { applyUcxNetDevices } from '../../shared/ucx-env.js';
 import { connect } from '../../shared/sdk/mod.js';
 import { AgentServer, type AgentOptions } from './server.js';
 
@@ -69,6 +72,15 @@ export async function main(argv: string[]): Promise<number> {
     shutdown.dispose();
     return 2;
   }
+  const ops = await startActorOps(config, log).catch((err: unknown) => {
+    log.error('cannot start the ops port', { err });
+    return undefined;
+  });
+  if (ops === undefined) {
+    shutdown.dispose();
+    return 1;
+  }
+  applyUcxNetDevices(config, log);
   const worker = UcxWorker.create({
     opTimeoutMs: config.ucx.opTimeoutMs,
     ...(config.ucx.transports !== undefined ? { transports: config.ucx.transports } : {}),
@@ -80,9 +92,13 @@ export async function main(argv: string[]): Promise<number> {
     return undefined;
   });
   if (client === undefined) {
+    await ops.close();
     shutdown.dispose();
     return 1;
   }
+  instrumentClient(client, ops.metrics);
+  let listening = false;
+  ops.readiness.add('socket', () => (listening ? undefined : 'not listening yet'));
   const opts: AgentOptions = { socketPath: flags.socketPath, logger: log };
   if (flags.shmDir !== undefined) opts.shmDir = flags.shmDir;
   if (flags.regionBytesMax !== undefined) opts.regionBytesMax = flags.regionBytesMax;
@@ -93,14 +109,18 @@ export async function main(argv: string[]): Promise<number> {
     log.error('cannot listen', { socket: flags.socketPath, err });
     await client.close();
     await worker.close();
+    await ops.close();
     shutdown.dispose();
     return 1;
   }
+  listening = true;
   log.info('listening', { socket: flags.socketPath, pid: process.pid });
   const signal = await shutdown.signal;
   log.info('stopping', { signal });
+  await ops.beginDrain();
   await agent.close();
   await client.close();
   await worker.close();
+  await ops.close();
   return 0;
 }

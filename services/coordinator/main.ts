@@ -8,27 +8,19 @@ import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/t
 import type { KvfConfig } from '../../shared/config.js';
 import { PrefixIndex } from '../../shared/index/prefix-index.js';
 import { bootActor, watchShutdown } from '../../shared/process.js';
+import { startActorOps, type ActorOps } from '../../shared/metrics/actor-ops.js';
+import { natsReadyCheck } from '../../shared/metrics/health-server.js';
+import { watchPlacementMetrics } from '../../shared/metrics/placement-watch.js';
+import { natsConnectOptions } from '../../shared/nats-connect.js';
+import { redisOptions } from '../../shared/redis-options.js';
 import { Coordinator } from './coordinator.js';
 
 const WHAT =
   'Runs a coordinator: membership, the placement table and the leader lease (one leads, others wait).';
 
-/** NATS connection options from the config (shared shape with the other actors). */
+/** NATS connection options from the config: auth, TLS, reconnect forever (shared/nats-connect.ts). */
 export function natsOptions(cfg: KvfConfig, name: string): ConnectionOptions {
-  const o: ConnectionOptions = {
-    servers: cfg.nats.servers,
-    name,
-    // Reconnect forever: a coordinator outlives NATS server restarts. Short jittered waits: with
-    // every cluster URL in servers, a dead server costs one failed try, not a stampede.
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    reconnectJitter: 250,
-  };
-  if (cfg.nats.user !== undefined) o.user = cfg.nats.user;
-  if (cfg.nats.pass !== undefined) o.pass = cfg.nats.pass;
-  if (cfg.nats.token !== undefined) o.token = cfg.nats.token;
-  if (cfg.nats.tls) o.tls = {};
-  return o;
+  return natsConnectOptions(cfg, name);
 }
 
 /** A coordinator id unique per process unless configured: host name and pid. */
@@ -49,13 +41,24 @@ export async function main(argv: string[]): Promise<number> {
   const { config, log } = boot;
   const id = config.coordinator.id ?? defaultCoordinatorId();
   let nc: NatsConnection;
+  let ops: ActorOps;
+  try {
+    ops = await startActorOps(config, log);
+  } catch (err) {
+    log.error('cannot start the ops port', { err });
+    shutdown.dispose();
+    return 1;
+  }
   try {
     nc = await connect(natsOptions(config, `kvf-coordinator-${id}`));
   } catch (err) {
     log.error('cannot connect to NATS', { servers: config.nats.servers, err });
+    await ops.close();
     shutdown.dispose();
     return 1;
   }
+  let started = false;
+  ops.readiness.add('nats', natsReadyCheck(nc)).add('session', () => (started ? undefined : 'starting'));
   // The leader rebuilds the index from the shards when Redis comes back empty; without Redis the
   // coordinator works as before (checks simply find it unreachable).
   const index = new PrefixIndex({
@@ -63,6 +66,7 @@ export async function main(argv: string[]): Promise<number> {
     keyPrefix: config.redis.keyPrefix,
     ttlSeconds: config.redis.indexTtlSeconds,
     ...(config.redis.password !== undefined ? { password: config.redis.password } : {}),
+    redis: redisOptions(config),
   });
   let coordinator: Coordinator;
   try {
@@ -82,15 +86,24 @@ export async function main(argv: string[]): Promise<number> {
     log.error('coordinator failed to start', { err });
     await index.close();
     await nc.close();
+    await ops.close();
     shutdown.dispose();
     return 1;
   }
+  started = true;
+  const placementWatch = await watchPlacementMetrics(nc, ops.metrics, id, log).catch((err: unknown) => {
+    log.warn('placement metrics unavailable', { err });
+    return undefined;
+  });
   log.info('started', { id });
   // A signal that arrived during startup has already resolved this: we stop right away.
   const signal = await shutdown.signal;
   log.info('stopping', { signal, leader: coordinator.isLeader() });
+  await ops.beginDrain();
+  placementWatch?.close();
   await coordinator.stop();
   await index.close();
   await nc.drain().catch(() => nc.close());
+  await ops.close();
   return 0;
 }

@@ -14,6 +14,7 @@ import { request } from '../../shared/protocol/codec.js';
 import { shardSubject, type PlacementTable } from '../../shared/protocol/cluster.js';
 import { listCellReplySchema } from '../../shared/protocol/shard.js';
 import { pullBlocks } from './pull.js';
+import { recordPull } from '../../shared/metrics/sources.js';
 import type { Replication } from './replication.js';
 import type { ShardNode } from './shard-node.js';
 import type { PeerLinks } from './peers.js';
@@ -176,6 +177,7 @@ export class Backfiller {
       if (missing.length > 0) {
         const source = await this.peers.member(primary, reply.incarnation);
         const r = await pullBlocks(m, this.peers, source, missing, { hot: false });
+        recordPull(this.node.deps.metrics, r);
         const bad = r.statuses.filter((s) => s !== 'stored' && s !== 'present').length;
         if (bad > 0) throw new Error(`${bad} of ${missing.length} blocks not copied from ${primary}`);
         blocks += missing.length;

@@ -195,6 +195,10 @@ export class ShardHandlers {
     for (const b of req.blocks) pending?.cells.delete(blockKey(b.hash, b.g));
     if (pending && pending.cells.size === 0) this.pending.delete(req.allocId);
     for (const r of results) if (r.status === 'checksum_mismatch') this.counters.checksumFailures++;
+    this.node.deps.metrics?.tally(
+      'checksumFailures',
+      results.filter((r) => r.status === 'checksum_mismatch').length,
+    );
     const rep = await this.node.replication().afterCommit(m, committed, req.ack ?? 'all');
     return {
       blocks: results.map((r) => ({ status: r.status })),

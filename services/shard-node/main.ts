@@ -15,6 +15,12 @@ import { PrefixIndex } from '../../shared/index/prefix-index.js';
 import type { Logger } from '../../shared/log.js';
 import type { MemberRole } from '../../shared/protocol/cluster.js';
 import { bootActor, watchShutdown } from '../../shared/process.js';
+import { startActorOps, type ActorOps } from '../../shared/metrics/actor-ops.js';
+import { natsReadyCheck } from '../../shared/metrics/health-server.js';
+import { shardNodeSource } from '../../shared/metrics/sources.js';
+import { natsConnectOptions as sharedNatsOptions } from '../../shared/nats-connect.js';
+import { redisOptions } from '../../shared/redis-options.js';
+import { applyUcxNetDevices } from '../../shared/ucx-env.js';
 import { ShardNode } from './shard-node.js';
 
 const WHAT = 'Runs a shard node: owns memory arenas and serves allocate/commit/locate/release over NATS.';
@@ -44,19 +50,9 @@ function packageVersion(): string | undefined {
   }
 }
 
+/** Auth, TLS and reconnect-forever options: shared/nats-connect.ts. */
 export function natsConnectOptions(config: KvfConfig, name: string): Parameters<typeof connect>[0] {
-  const n = config.nats;
-  return {
-    servers: n.servers,
-    name,
-    ...(n.user !== undefined ? { user: n.user, pass: n.pass } : {}),
-    ...(n.token !== undefined ? { token: n.token } : {}),
-    ...(n.tls ? { tls: {} } : {}),
-    // A shard node outlives NATS restarts: keep reconnecting, with short jittered waits.
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    reconnectJitter: 250,
-  };
+  return sharedNatsOptions(config, name);
 }
 
 async function bounded(
@@ -106,34 +102,53 @@ export async function runNode(
   let index: PrefixIndex | undefined;
   let ucx: UcxWorker | undefined;
   let node: ShardNode | undefined;
+  let ops: ActorOps | undefined;
   let code = 0;
   try {
+    ops = await startActorOps(config, log);
     nc = await connect(natsConnectOptions(config, `kvfabric-shard-${nodeId}`));
     index = new PrefixIndex({
       url: config.redis.url,
       keyPrefix: config.redis.keyPrefix,
       ttlSeconds: config.redis.indexTtlSeconds,
       ...(config.redis.password !== undefined ? { password: config.redis.password } : {}),
+      redis: redisOptions(config),
     });
     // Not fatal: without Redis evictions only leave stale index entries (a shortened hit).
     if (!(await index.ready(5000))) log.warn('redis not reachable yet; index removals degrade', {});
+    applyUcxNetDevices(config, log);
     ucx = UcxWorker.create({
       ...(config.ucx.transports !== undefined ? { transports: config.ucx.transports } : {}),
       opTimeoutMs: config.ucx.opTimeoutMs,
     });
     node = new ShardNode(
-      { ...ShardNode.optionsFromConfig(config, nodeId, packageVersion()), role },
+      {
+        ...ShardNode.optionsFromConfig(config, nodeId, packageVersion()),
+        role,
+        drainTimeoutMs: config.shutdown.drainTimeoutMs,
+      },
       {
         nc,
         ucx,
         index,
         logger: log,
+        metrics: ops.metrics,
       },
     );
+    const started = node;
+    let serving = false;
+    ops.metrics.addSource(shardNodeSource(started));
+    ops.readiness
+      .add('started', () => (serving ? undefined : 'starting'))
+      .add('nats', natsReadyCheck(nc))
+      .add('arenas', () => (started.models.size > 0 ? undefined : 'no arena open'))
+      .add('placement', () => (started.placement?.current() ? undefined : 'placement table not known yet'));
     await node.start();
+    serving = true;
     log.info('ready', { nodeId, role, pid: process.pid });
     const signal = await shutdown.signal;
     log.info('stopping', { signal });
+    await ops.beginDrain(); // /readyz 503 first, then stop taking requests
   } catch (err) {
     log.error('shard node failed', { nodeId, err });
     shutdown.dispose();
@@ -144,6 +159,7 @@ export async function runNode(
   await bounded('ucx worker', log, ucx?.close());
   await bounded('nats', log, nc?.drain());
   await bounded('redis', log, index?.close());
+  await bounded('ops port', log, ops?.close());
   log.info('stopped', { nodeId, code });
   return code;
 }

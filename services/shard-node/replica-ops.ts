@@ -16,6 +16,7 @@ import type {
   resyncRequestSchema,
 } from '../../shared/protocol/shard.js';
 import { pullBlocks } from './pull.js';
+import { recordPull } from '../../shared/metrics/sources.js';
 import type { ShardNode } from './shard-node.js';
 
 type Reply = Record<string, unknown>;
@@ -51,6 +52,7 @@ export class ReplicaOps {
     }
     const source = await this.node.peers().member(req.source, req.sourceIncarnation);
     const r = await pullBlocks(m, this.node.peers(), source, req.blocks, { hot: req.hot === true });
+    recordPull(this.node.deps.metrics, r);
     if (req.hot === true) {
       r.statuses.forEach((st, k) => {
         const b = req.blocks[k] as ReplicaBlock;

@@ -39,6 +39,9 @@ import {
 } from '../../shared/protocol/cluster.js';
 import type { ReplicationStats } from '../../shared/protocol/shard.js';
 import { cellId } from '../../shared/partition.js';
+import type { KvfMetrics } from '../../shared/metrics/registry.js';
+import { recordEvictions } from '../../shared/metrics/sources.js';
+import { scopeForSubject, tenantSubjectsOf } from '../../shared/tenancy.js';
 import { Backfiller } from './backfill.js';
 import { HotManager } from './hot-manager.js';
 import { PeerLinks, type UcxConnector } from './peers.js';
@@ -116,6 +119,8 @@ export interface ShardNodeDeps {
   /** Source of member incarnations and the wire-id prefix. @default 12 random bytes, base64url */
   newId?: () => string;
   logger?: Logger;
+  /** Process metrics (shared/metrics): evictions, replication pulls, checksum failures. */
+  metrics?: Pick<KvfMetrics, 'tally'>;
 }
 
 export const SHARD_NODE_DEFAULTS = {
@@ -539,6 +544,7 @@ export class ShardNode {
    * entry when any of its layer groups goes: the entry means "all groups present".
    */
   private onEvict(model: string, blocks: EvictedBlock[]): void {
+    recordEvictions(this.deps.metrics, blocks);
     // Only the primary's copy backs the index entry: a replica or a hot-copy holder evicting its
     // copy leaves the chunk readable from the primary.
     const table = this.placement?.current();
@@ -562,32 +568,34 @@ export class ShardNode {
       const stat = this.endpointStats(op);
       const schema = SHARD_REQUEST_SCHEMAS[op] as Schema<unknown>;
       const handle = this.handlers.handlerFor(op);
-      this.subs.push(
-        serveEndpoint(nc, {
-          subject: stat.subject,
-          schema,
-          handler: async (req) => {
-            const t0 = process.hrtime.bigint();
-            this.inFlight++;
-            try {
-              if (this.state !== 'running') {
-                throw new KvfError('CLOSED', `node ${this.nodeId} is ${this.state}`);
+      // Tenant-qualified subjects too (shared/tenancy.ts): hashes scoped to the sender's tenant.
+      for (const subject of [stat.subject, ...tenantSubjectsOf(this.nodeId, op)])
+        this.subs.push(
+          serveEndpoint(nc, {
+            subject,
+            schema,
+            handler: async (req, msg) => {
+              const t0 = process.hrtime.bigint();
+              this.inFlight++;
+              try {
+                if (this.state !== 'running') {
+                  throw new KvfError('CLOSED', `node ${this.nodeId} is ${this.state}`);
+                }
+                const reply = await handle(scopeForSubject(op, msg.subject, req));
+                stat.recordOk();
+                this.handlers.countOk(op);
+                return reply;
+              } finally {
+                this.inFlight--;
+                stat.recordTime(Number(process.hrtime.bigint() - t0));
               }
-              const reply = await handle(req);
-              stat.recordOk();
-              this.handlers.countOk(op);
-              return reply;
-            } finally {
-              this.inFlight--;
-              stat.recordTime(Number(process.hrtime.bigint() - t0));
-            }
-          },
-          onError: (err) => {
-            stat.recordError(err.code, err.message);
-            this.handlers.countError(err);
-          },
-        }),
-      );
+            },
+            onError: (err) => {
+              stat.recordError(err.code, err.message);
+              this.handlers.countError(err);
+            },
+          }),
+        );
     }
     this.micro = new MicroService(nc, {
       name: MICRO_SERVICE_NAME,

@@ -34,6 +34,14 @@ export interface PrefixIndexOptions {
   password?: string;
   /** Key prefix shared by one deployment. Default 'kvf'. */
   keyPrefix?: string;
+  /**
+   * Tenant of this client's credentials (config tenant.id): its entries are
+   * `<prefix>:idx:<tenant>:<hash>`, a key range a Redis ACL user can be confined to (shared/tenancy.ts).
+   * Default: none, entries are `<prefix>:idx:<hash>` (the default tenant).
+   */
+  tenant?: string;
+  /** More ioredis options (ACL username, TLS: shared/redis-options.ts redisOptions()). */
+  redis?: RedisOptions;
   /** Sliding TTL of an entry. Default 24 h. */
   ttlSeconds?: number;
   /** Per-command timeout; past it the call degrades. Default 1000 ms. */
@@ -75,6 +83,7 @@ export class PrefixIndex {
       // Capped, jittered reconnect backoff.
       retryStrategy: (times) => Math.min(2000, 50 * 2 ** Math.min(times, 6)) + Math.floor(Math.random() * 50),
       ...(opts.password ? { password: opts.password } : {}),
+      ...opts.redis,
     };
     this.redis = new Redis(opts.url, redisOpts) as RedisWithScript;
     this.redis.defineCommand('kvfLongestPrefix', { lua: LONGEST_PREFIX_LUA });
@@ -104,7 +113,9 @@ export class PrefixIndex {
   }
 
   key(hash: string): string {
-    return `${this.prefix}:idx:${hash}`;
+    return this.opts.tenant === undefined
+      ? `${this.prefix}:idx:${hash}`
+      : `${this.prefix}:idx:${this.opts.tenant}:${hash}`;
   }
 
   /** How many leading chunks of `hashes` are indexed; slides their TTL. One round trip. */

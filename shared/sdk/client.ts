@@ -12,6 +12,9 @@ import { PlacementCache } from '../cluster/placement-cache.js';
 import { KvfError, toKvfError } from '../errors.js';
 import { chunkHashes } from '../hashing.js';
 import { PrefixIndex } from '../index/prefix-index.js';
+import { natsSecurityOptions } from '../nats-connect.js';
+import { redisOptions } from '../redis-options.js';
+import { setConnectionTenant } from '../tenancy.js';
 import { BUILTIN_PROFILES, validateProfile, type ModelProfile } from '../profiles.js';
 import type { RegisterModelReply } from '../protocol/cluster.js';
 import { ACK_MODES, releaseReplySchema, type AckMode } from '../protocol/shard.js';
@@ -102,7 +105,10 @@ export class KvfClient {
     const opts = compileOptions(options);
     const cleanup: (() => Promise<unknown> | void)[] = [];
     try {
-      const nc = await natsConnect(natsOptions(opts));
+      // Auth and TLS from the config (nkey, TLS files); explicit natsUser/natsPass/natsToken win.
+      const sec = options.config ? natsSecurityOptions(options.config) : {};
+      const nc = await natsConnect({ ...sec, ...natsOptions(opts) });
+      setConnectionTenant(nc, options.config?.tenant.id); // shard subjects of this tenant
       cleanup.push(() => nc.close());
       watchLink(nc);
       const buckets = await ensureBuckets(nc);
@@ -118,6 +124,7 @@ export class KvfClient {
         ttlSeconds: opts.indexTtlSeconds,
         commandTimeoutMs: opts.indexCommandTimeoutMs,
         ...(opts.redisPassword !== undefined ? { password: opts.redisPassword } : {}),
+        ...(options.config ? { redis: redisOptions(options.config), tenant: options.config.tenant.id } : {}),
       });
       cleanup.push(() => index.close());
       await index.ready(opts.indexConnectWaitMs);

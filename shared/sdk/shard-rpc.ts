@@ -6,7 +6,8 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { isKvfError, KvfError, toKvfError } from '../errors.js';
 import { request } from '../protocol/codec.js';
-import { shardSubject, type ShardOp } from '../protocol/cluster.js';
+import type { ShardOp } from '../protocol/cluster.js';
+import { shardSubjectFor } from '../tenancy.js';
 import type { Schema } from '../protocol/schema.js';
 import { isLinkUp } from './nats-link.js';
 
@@ -37,7 +38,10 @@ export async function callShard<T>(
     return { kind: 'failed', error };
   }
   try {
-    return { kind: 'ok', reply: await request(nc, shardSubject(nodeId, op), body, schema, { timeoutMs }) };
+    return {
+      kind: 'ok',
+      reply: await request(nc, shardSubjectFor(nc, nodeId, op), body, schema, { timeoutMs }),
+    };
   } catch (err) {
     const e = toKvfError(err);
     return isRefusal(e) ? { kind: 'refused', error: e } : { kind: 'failed', error: e };
