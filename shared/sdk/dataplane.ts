@@ -31,6 +31,37 @@ export interface UcxClientOptions {
    * never closes a worker it was given.
    */
   worker?: UcxWorker;
+  /**
+   * Bytes one batch keeps in flight to one node. Every op's deadline (opTimeoutMs) starts when it
+   * is submitted, so a batch of a whole 1 GiB prefix submitted at once would time out its tail on
+   * a slow transport; windows of this size keep each op's wait bounded while still overlapping
+   * many transfers. @default 64 MiB
+   */
+  windowBytes?: number;
+  /** Ops one batch keeps in flight to one node. @default 64 */
+  windowOps?: number;
+}
+
+/** Split ops into consecutive windows of at most maxBytes (or one op) and maxOps each. */
+export function transferWindows<T extends { length: number }>(
+  ops: readonly T[],
+  maxBytes: number,
+  maxOps: number,
+): T[][] {
+  const windows: T[][] = [];
+  let cur: T[] = [];
+  let bytes = 0;
+  for (const op of ops) {
+    if (cur.length > 0 && (bytes + op.length > maxBytes || cur.length >= maxOps)) {
+      windows.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(op);
+    bytes += op.length;
+  }
+  if (cur.length > 0) windows.push(cur);
+  return windows;
 }
 
 interface SharedWorker {
@@ -157,8 +188,22 @@ export class DataPlane {
       length: t.length,
     }));
     try {
-      const results = kind === 'get' ? await peer.endpoint.getBatch(ops) : await peer.endpoint.putBatch(ops);
-      if (results.some((r) => !r.ok && r.error?.codeName === 'PEER_UNREACHABLE')) this.dropPeer(peer.nodeId);
+      const results: OpResult[] = [];
+      const windows = transferWindows(
+        ops,
+        this.opts.windowBytes ?? 64 * 1024 * 1024,
+        this.opts.windowOps ?? 64,
+      );
+      for (const w of windows) {
+        results.push(...(kind === 'get' ? await peer.endpoint.getBatch(w) : await peer.endpoint.putBatch(w)));
+        if (results.some((r) => !r.ok && r.error?.codeName === 'PEER_UNREACHABLE')) break;
+      }
+      // A dead peer ends the batch: the ops never submitted fail with the same error.
+      const dead = results.find((r) => !r.ok && r.error?.codeName === 'PEER_UNREACHABLE');
+      if (dead !== undefined) {
+        this.dropPeer(peer.nodeId);
+        while (results.length < ops.length) results.push({ ok: false, error: dead.error });
+      }
       return results;
     } catch (err) {
       this.dropPeer(peer.nodeId);
