@@ -31,6 +31,8 @@ export async function startFabric(o: {
   arenaBytes: number;
   models: string[];
   register?: ModelProfile[];
+  /** Copies per cell. @default the cluster default (2) */
+  replicationFactor?: number;
   log: (line: string) => void;
 }): Promise<Fabric> {
   const lines: string[] = [];
@@ -40,6 +42,9 @@ export async function startFabric(o: {
       shards: o.shards,
       arenaBytes: o.arenaBytes,
       models: o.models,
+      ...(o.replicationFactor === undefined
+        ? {}
+        : { env: { KVFABRIC_COORDINATOR_REPLICATION_FACTOR: String(o.replicationFactor) } }),
       log: (l) => {
         lines.push(l);
         if (lines.length > LOG_LINES_MAX) lines.shift();

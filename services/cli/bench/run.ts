@@ -124,9 +124,12 @@ async function measureAtCapacity(
   const probe = modelLayout(TRACE_PROFILE, { layerGroups: 4 });
   const slot = Math.max(...probe.blockBytes);
   const arenaBytesPerNode = Math.ceil((capacityBlocks * probe.groups.length) / ctx.o.shards) * slot;
+  // One copy per cell: the sweep measures eviction quality against a capacity that is exactly
+  // `fraction` of the working set, which a second copy per block would silently halve.
   const fabric = await startFabric({
     shards: ctx.o.shards,
     arenaBytes: arenaBytesPerNode,
+    replicationFactor: 1,
     models: ['tiny-test'],
     register: [TRACE_PROFILE],
     log: ctx.log,
