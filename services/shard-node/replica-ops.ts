@@ -15,6 +15,8 @@ import type {
   reportCorruptRequestSchema,
   resyncRequestSchema,
 } from '../../shared/protocol/shard.js';
+import type { StoredBlock } from './block-store.js';
+import { CorruptRepair } from './corrupt-repair.js';
 import { pullBlocks } from './pull.js';
 import { recordPull } from '../../shared/metrics/sources.js';
 import type { ShardNode } from './shard-node.js';
@@ -28,10 +30,14 @@ export const TEST_HOOKS_ENV = 'KVFABRIC_TEST_HOOKS';
 export const LIST_PAGE_BLOCKS_MAX = 1024;
 
 export class ReplicaOps {
+  private readonly repair: CorruptRepair;
+
   constructor(
     private readonly node: ShardNode,
     private readonly catchUp: (epoch: number) => Promise<void>,
-  ) {}
+  ) {
+    this.repair = new CorruptRepair(node);
+  }
 
   async replicate(req: ReplicateRequest): Promise<Reply> {
     const m = this.node.model(req.model);
@@ -134,11 +140,14 @@ export class ReplicaOps {
     return { dropped: this.node.hot().dropCopies(m, req.blocks) };
   }
 
-  /** Re-verify blocks a reader saw fail their crc32c; drop the corrupt ones and their index entries. */
+  /**
+   * Re-verify blocks a reader saw fail their crc32c; drop the corrupt ones and pull them back from
+   * another copy (corrupt-repair.ts). A chunk's index entry goes only when no intact copy is left.
+   */
   async reportCorrupt(req: Infer<typeof reportCorruptRequestSchema>): Promise<Reply> {
     const m = this.node.model(req.model);
     const statuses: string[] = [];
-    const dropped: string[] = [];
+    const dropped: StoredBlock[] = [];
     for (const b of req.blocks) {
       const st = m.store.get(b.hash, b.g);
       if (st === undefined || b.g >= m.groupCount) {
@@ -151,13 +160,21 @@ export class ReplicaOps {
         continue;
       }
       m.store.drop(b.hash, b.g);
-      dropped.push(b.hash);
+      dropped.push(st);
       statuses.push('dropped');
     }
     if (dropped.length > 0) {
       this.node.counters().checksumFailures += dropped.length;
-      await this.node.deps.index.remove([...new Set(dropped)]).catch(() => false);
-      this.node.replication().event({ event: 'corrupt_dropped', model: req.model, blocks: dropped.length });
+      const outcomes = await this.repair.afterDrop(m, dropped);
+      const lost = dropped.filter((_, k) => outcomes[k]?.status === 'lost').map((b) => b.hash);
+      if (lost.length > 0) await this.node.deps.index.remove([...new Set(lost)]).catch(() => false);
+      const repaired = outcomes.filter((o) => o.status === 'repaired').length;
+      this.node.replication().event({
+        event: 'corrupt_dropped',
+        model: req.model,
+        blocks: dropped.length,
+        reason: `repaired ${repaired}, index entries removed ${lost.length}`,
+      });
     }
     return { blocks: statuses.map((status) => ({ status })) };
   }

@@ -4,7 +4,8 @@
  * reads of cells they have not copied (NOT_IN_SYNC), kill -9 of a primary -> the replica is
  * promoted and serves within the bound, the lost copy is backfilled on another node (events),
  * nothing acknowledged is lost; hot chunks get extra read copies that go away when they cool;
- * debug_corrupt + report_corrupt drop a corrupt block and its index entry.
+ * debug_corrupt + report_corrupt: a corrupt copy is dropped and pulled back from the other copy;
+ * the index entry goes only when no intact copy is left.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isKvfError } from '../../shared/errors.js';
@@ -97,32 +98,69 @@ describe('replication (3 shard nodes, rf 2, real processes)', () => {
     await waitFor('copy on the replica', async () => (await c.locate(replica, [b])).blocks[0]!.found, 5000);
   });
 
-  it('debug_corrupt flips a byte; report_corrupt drops the block and its index entry, the replica stays intact', async () => {
-    const b = acked[0]!;
-    const [primary, replica] = c.table().cells[cellOf(b)]!.replicas as [string, string];
-    await index.publish([{ hash: b.hash, meta: { m: MODEL, i: 0 } }]);
-    const flip = await c.call(
-      primary,
+  const flip = async (node: string, b: TestBlock): Promise<void> => {
+    const r = await c.call(
+      node,
       'debug_corrupt',
       { model: MODEL, hash: b.hash, g: b.g, byteOffset: 100 },
       debugCorruptReplySchema,
     );
-    expect(flip.flipped).toBe(true);
+    expect(r.flipped).toBe(true);
+  };
+  const report = async (node: string, b: TestBlock): Promise<string> => {
+    const body = { model: MODEL, blocks: [{ hash: b.hash, g: b.g }] };
+    return (await c.call(node, 'report_corrupt', body, reportCorruptReplySchema)).blocks[0]!.status;
+  };
+
+  it('report_corrupt on the primary drops its corrupt copy and pulls it back from the in-sync replica; the index entry stays', async () => {
+    const b = acked[0]!;
+    const [primary, replica] = c.table().cells[cellOf(b)]!.replicas as [string, string];
+    await index.publish([{ hash: b.hash, meta: { m: MODEL, i: 0 } }]);
+    await flip(primary, b);
     const loc = await c.locate(primary, [b]);
     expect(await c.verify(primary, [b], loc)).toBe(1); // the bytes no longer match
-    const body = { model: MODEL, blocks: [{ hash: b.hash, g: b.g }] };
-    const onReplica = await c.call(replica, 'report_corrupt', body, reportCorruptReplySchema);
-    expect(onReplica.blocks[0]!.status).toBe('intact');
-    const onPrimary = await c.call(primary, 'report_corrupt', body, reportCorruptReplySchema);
-    expect(onPrimary.blocks[0]!.status).toBe('dropped');
+    expect(await report(replica, b)).toBe('intact');
+    expect(await report(primary, b)).toBe('dropped');
+    // Repaired before the reply: the primary serves intact bytes again, the chunk stays indexed.
+    const after = await c.locate(primary, [b]);
+    expect(after.blocks[0]!.found).toBe(true);
+    expect(await c.verify(primary, [b], after)).toBe(0);
+    expect(await index.present([b.hash])).toEqual([true]);
+    expect(await report(primary, b)).toBe('intact');
+  });
+
+  it('report_corrupt on a replica re-pulls its copy from the primary', async () => {
+    const b = acked[2]!;
+    const [primary, replica] = c.table().cells[cellOf(b)]!.replicas as [string, string];
+    await flip(replica, b);
+    expect(await c.verify(replica, [b], await c.locate(replica, [b]))).toBe(1);
+    expect(await report(replica, b)).toBe('dropped');
+    const after = await c.locate(replica, [b]);
+    expect(after.blocks[0]!.found).toBe(true);
+    expect(await c.verify(replica, [b], after)).toBe(0);
+    expect(await c.verify(primary, [b], await c.locate(primary, [b]))).toBe(0);
+  });
+
+  it('with both copies corrupt both are dropped and the index entry removed; a re-put restores it', async () => {
+    const b = acked[3]!;
+    const [primary, replica] = c.table().cells[cellOf(b)]!.replicas as [string, string];
+    await index.publish([{ hash: b.hash, meta: { m: MODEL, i: 0 } }]);
+    await flip(primary, b);
+    await flip(replica, b);
+    expect(await report(primary, b)).toBe('dropped');
     expect((await c.locate(primary, [b])).blocks[0]!.found).toBe(false);
     expect(await index.present([b.hash])).toEqual([false]);
-    const again = await c.call(primary, 'report_corrupt', body, reportCorruptReplySchema);
-    expect(again.blocks[0]!.status).toBe('absent');
-    // Re-put: the primary takes the block again (the replica already has it).
+    // The primary's pull failed the checksum and told the replica, which dropped its copy too.
+    await waitFor(
+      'the replica dropped its corrupt copy',
+      async () => (await report(replica, b)) === 'absent',
+      5000,
+    );
     const r = await c.put([b], 'all');
     expect(r.committed).toBe(1);
     expect(await c.verify(primary, [b], await c.locate(primary, [b]))).toBe(0);
+    await waitFor('replicas in sync again', () => allInSync(live()), 20_000);
+    expect(await c.verify(replica, [b], await c.locate(replica, [b]))).toBe(0);
   });
 
   it('hot chunks get an extra read copy on a node outside the replica set, served from there, dropped when cool', async () => {
