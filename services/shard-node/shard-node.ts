@@ -105,13 +105,18 @@ export interface ShardNodeOptions {
   hotCopyTtlMs?: number;
   /** Bound of node-to-node requests sent without a caller waiting. @default 5000 */
   peerRequestTimeoutMs?: number;
+  /**
+   * JetStream replicas of the buckets and the event stream when this node creates them first
+   * (config nats.jetstreamReplicas). @default 1
+   */
+  jetstreamReplicas?: number;
 }
 
 export interface ShardNodeDeps {
   nc: NatsConnection;
   ucx: UcxRegistrar & UcxConnector;
   index: EvictionIndex;
-  /** @default ensureBuckets(nc) */
+  /** @default ensureBuckets(nc, {replicas: options.jetstreamReplicas}) */
   buckets?: ClusterBuckets;
   /** @default Arena.open */
   openArena?: OpenArena;
@@ -249,6 +254,9 @@ export class ShardNode {
       hotCopiesMax: config.shard.hotCopiesMax,
       hotCopyTtlMs: config.shard.hotCopyTtlMs,
       peerRequestTimeoutMs: config.nats.requestTimeoutMs,
+      ...(config.nats.jetstreamReplicas !== undefined
+        ? { jetstreamReplicas: config.nats.jetstreamReplicas }
+        : {}),
       ...(serviceVersion ? { serviceVersion } : {}),
     };
   }
@@ -359,7 +367,8 @@ export class ShardNode {
     if (this.state !== 'new') throw new Error(`ShardNode.start in state ${this.state}`);
     this.state = 'starting';
     try {
-      this.buckets = this.deps.buckets ?? (await ensureBuckets(this.deps.nc));
+      this.buckets =
+        this.deps.buckets ?? (await ensureBuckets(this.deps.nc, { replicas: this.o.jetstreamReplicas ?? 1 }));
       this.placement = await PlacementCache.open(this.buckets.placement, { logger: this.log });
       this.members = await MembersCache.open(this.buckets.members, this.log);
       this.links = new PeerLinks(this.deps.ucx, this.members, this.log);

@@ -111,7 +111,8 @@ export class KvfClient {
       setConnectionTenant(nc, options.config?.tenant.id); // shard subjects of this tenant
       cleanup.push(() => nc.close());
       watchLink(nc);
-      const buckets = await ensureBuckets(nc);
+      // Replicas matter only when this client creates the buckets first (production: 3).
+      const buckets = await ensureBuckets(nc, { replicas: options.config?.nats.jetstreamReplicas ?? 1 });
       const placement: PlacementSource = opts.placementWatch
         ? await PlacementCache.open(buckets.placement, opts.logger ? { logger: opts.logger } : {})
         : new PolledPlacement(buckets.placement, opts.logger);
