@@ -213,8 +213,10 @@ export function serveEndpoint<Req>(nc: NatsConnection, opts: EndpointOptions<Req
       }
     }
   };
+  // The iterator throws when the server refuses the subscription (permissions): report it, never
+  // let it become an unhandled rejection that kills the process.
   void (async () => {
     for await (const msg of sub) void handle(msg);
-  })();
+  })().catch((err: unknown) => opts.onError?.(toKvfError(err), opts.subject));
   return sub;
 }
