@@ -35,6 +35,7 @@ import {
 import type { Infer, Schema } from '../../shared/protocol/schema.js';
 import type { ShardOp } from '../../shared/protocol/cluster.js';
 import type { ModelArena } from './model-arena.js';
+import { commitInSlices } from './commit-slices.js';
 import { ReplicaOps } from './replica-ops.js';
 import type { CommittedBlock } from './replication.js';
 import type { ShardNode } from './shard-node.js';
@@ -176,7 +177,7 @@ export class ShardHandlers {
     this.assertOwned(cells, req.epoch, true);
     let results;
     try {
-      results = m.store.commit(storeId, req.blocks);
+      results = await commitInSlices(m, storeId, req.blocks);
     } catch (err) {
       if (isKvfError(err, 'ALLOCATION_NOT_FOUND')) this.pending.delete(req.allocId);
       throw isKvfError(err, 'ALLOCATION_NOT_FOUND')

@@ -9,6 +9,7 @@ import type { MembersCache } from '../../shared/cluster/members-cache.js';
 import { KvfError, toKvfError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import type { MemberRecord } from '../../shared/protocol/cluster.js';
+import { transferWindows } from '../../shared/transfer-windows.js';
 
 /** What replication needs of the node's UCX worker (native UcxWorker satisfies it). */
 export interface UcxConnector {
@@ -60,8 +61,17 @@ export class PeerLinks {
     const { link, rkey } = this.linkFor(member, model);
     const ops: TransferOp[] = transfers.map((t) => ({ ...t, rkey }));
     try {
-      const results = await link.endpoint.getBatch(ops);
-      if (results.some((r) => !r.ok && r.error?.codeName === 'PEER_UNREACHABLE')) this.drop(member.nodeId);
+      // Windows bound each op's wait: its deadline starts at submission (see transferWindows).
+      const results: OpResult[] = [];
+      for (const w of transferWindows(ops, 64 * 1024 * 1024, 64)) {
+        results.push(...(await link.endpoint.getBatch(w)));
+        if (results.some((r) => !r.ok && r.error?.codeName === 'PEER_UNREACHABLE')) break;
+      }
+      const dead = results.find((r) => !r.ok && r.error?.codeName === 'PEER_UNREACHABLE');
+      if (dead !== undefined) {
+        this.drop(member.nodeId);
+        while (results.length < ops.length) results.push({ ok: false, error: dead.error });
+      }
       return results;
     } catch (err) {
       this.drop(member.nodeId);

@@ -8,6 +8,7 @@
 import { KvfError } from '../../shared/errors.js';
 import type { MemberRecord } from '../../shared/protocol/cluster.js';
 import type { ReplicaBlock } from '../../shared/protocol/shard.js';
+import { commitInSlices } from './commit-slices.js';
 import type { ModelArena } from './model-arena.js';
 import type { PeerLinks, PeerTransfer } from './peers.js';
 
@@ -86,7 +87,7 @@ export async function pullBlocks(
       commits.push({ hash: b.hash, g: b.g, checksum: b.checksum });
     });
     if (commits.length > 0) {
-      const res = m.store.commit(allocId, commits);
+      const res = await commitInSlices(m, allocId, commits);
       let c = 0;
       todo.forEach((t, j) => {
         if (!ok[j]) return;

@@ -17,6 +17,7 @@ import {
   type UcxWorkerOptions,
 } from '../../native/index.js';
 import { KvfError, toKvfError } from '../errors.js';
+import { transferWindows } from '../transfer-windows.js';
 import type { Logger } from '../log.js';
 import type { MemberRecord } from '../protocol/cluster.js';
 
@@ -42,27 +43,7 @@ export interface UcxClientOptions {
   windowOps?: number;
 }
 
-/** Split ops into consecutive windows of at most maxBytes (or one op) and maxOps each. */
-export function transferWindows<T extends { length: number }>(
-  ops: readonly T[],
-  maxBytes: number,
-  maxOps: number,
-): T[][] {
-  const windows: T[][] = [];
-  let cur: T[] = [];
-  let bytes = 0;
-  for (const op of ops) {
-    if (cur.length > 0 && (bytes + op.length > maxBytes || cur.length >= maxOps)) {
-      windows.push(cur);
-      cur = [];
-      bytes = 0;
-    }
-    cur.push(op);
-    bytes += op.length;
-  }
-  if (cur.length > 0) windows.push(cur);
-  return windows;
-}
+export { transferWindows };
 
 interface SharedWorker {
   worker: UcxWorker;

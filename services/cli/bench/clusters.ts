@@ -42,6 +42,11 @@ export async function startFabric(o: {
       shards: o.shards,
       arenaBytes: o.arenaBytes,
       models: o.models,
+      // Production-like liveness: multi-GiB puts stall a node's event loop for seconds on this
+      // VM (page faults at ~20 us per 4 KiB page), which the test clusters' 1 s timeout would
+      // wrongly call a death.
+      heartbeatIntervalMs: 500,
+      nodeDeadAfterMs: 10_000,
       ...(o.replicationFactor === undefined
         ? {}
         : { env: { KVFABRIC_COORDINATOR_REPLICATION_FACTOR: String(o.replicationFactor) } }),
