@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { nkeyAuthenticator, type ConnectionOptions } from '@nats-io/transport-node';
 import type { KvfConfig } from './config.js';
 import { KvfError } from './errors.js';
+import { tenantInboxPrefix } from './tenancy.js';
 
 /** Reconnect policy shared by every kvfabric NATS client. */
 export const NATS_RECONNECT = {
@@ -77,6 +78,9 @@ export function natsConnectOptions(
   if (n.pass !== undefined) o.pass = n.pass;
   if (n.token !== undefined) o.token = n.token;
   if (n.nkeySeedFile !== undefined) o.authenticator = nkeyAuthenticator(readNkeySeed(n.nkeySeedFile));
+  // A tenant's replies (locate addresses, rkeys) arrive on its own inbox prefix, which only its
+  // NATS user may subscribe to (shared/tenancy.ts natsTenantPermissions).
+  if (config.tenant.id !== undefined) o.inboxPrefix = tenantInboxPrefix(config.tenant.id);
   if (natsWantsTls(n)) {
     o.tls = {
       ...(n.tlsCaFile !== undefined ? { caFile: n.tlsCaFile } : {}),
@@ -94,7 +98,7 @@ export function natsConnectOptions(
 export function natsSecurityOptions(config: KvfConfig): Partial<ConnectionOptions> {
   const all = natsConnectOptions(config, 'kvfabric');
   const out: Partial<ConnectionOptions> = {};
-  for (const k of ['user', 'pass', 'token', 'authenticator', 'tls'] as const) {
+  for (const k of ['user', 'pass', 'token', 'authenticator', 'tls', 'inboxPrefix'] as const) {
     if (all[k] !== undefined) (out as Record<string, unknown>)[k] = all[k];
   }
   return out;

@@ -166,8 +166,18 @@ export function natsTenantPermissions(tenant: string): {
       ],
       deny: ['kvf.v1.shard.>', '$KV.>', 'kvf.events.>'],
     },
-    subscribe: { allow: ['_INBOX.>'] },
+    subscribe: { allow: [`${tenantInboxPrefix(tenant)}.>`] },
   };
+}
+
+/**
+ * Reply inbox prefix of a tenant's connections. Every worker sharing `_INBOX.>` could subscribe to
+ * all of it and read other workers' replies (block addresses and rkeys): a tenant's own prefix,
+ * the only one its user may subscribe to, closes that.
+ */
+export function tenantInboxPrefix(tenant: string): string {
+  assertTenantId(tenant);
+  return `_INBOX_${tenant}`;
 }
 
 /** natsTenantPermissions as nats-server config text (JSON is valid nats-server config syntax). */

@@ -214,4 +214,26 @@ describe(`tenants bound to credentials (seed ${SEED})`, () => {
     }
     expect(checked).toBe(6 * layout.groups.length);
   });
+
+  it("B cannot listen to other workers' replies (addresses, rkeys): only its own inbox prefix", async () => {
+    const globex = await natsConnect(
+      natsConnectOptions(tenantConfig('globex'), 'test-globex-inbox', { reconnect: false }),
+    );
+    raw.push(globex);
+    const refused = async (subject: string): Promise<string> => {
+      const sub = globex.subscribe(subject);
+      try {
+        for await (const _m of sub) return 'message';
+        return 'closed';
+      } catch (err) {
+        return String(err);
+      }
+    };
+    const [shared, acme] = await Promise.all([refused('_INBOX.>'), refused('_INBOX_acme.>'), globex.flush()]);
+    expect(shared).toMatch(/Permissions Violation for Subscription to "_INBOX\.>"/);
+    expect(acme).toMatch(/Permissions Violation for Subscription to "_INBOX_acme\.>"/);
+    // Its own replies still arrive (the SDK works, above); and a request/reply round trip here:
+    const n = await globex.request('kvf.v1.coord.status', '{}', { timeout: 3000 });
+    expect(n.data.length).toBeGreaterThan(0);
+  });
 });
