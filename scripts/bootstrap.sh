@@ -13,7 +13,7 @@ if ((node_major < 20)); then
 fi
 
 # --- system packages -------------------------------------------------------------------------
-APT_PACKAGES=(nats-server redis-server libucx-dev ucx-utils cmake g++ make pkg-config python3 docker-compose
+APT_PACKAGES=(nats-server redis-server libucx-dev ucx-utils cmake g++ make pkg-config python3 docker-compose openssl
   python3-torch python3-cbor2) # torch: the Python client tests (~3 min to install); cbor2: CBOR reference in tests
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
