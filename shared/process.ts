@@ -5,11 +5,13 @@
  */
 import { KvfError } from './errors.js';
 import { loadConfig, redactConfig, type DeepPartial, type KvfConfig } from './config.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, isLogLevel, LOG_LEVELS, type Logger, type LogLevel } from './log.js';
 
 export interface ActorArgs {
   /** From `--config <file>` / `--config=<file>`, else KVFABRIC_CONFIG, else unset (defaults). */
   configFile?: string;
+  /** From `--log-level <level>`: overrides log.level (config file and KVFABRIC_LOG_LEVEL). */
+  logLevel?: LogLevel;
   help: boolean;
 }
 
@@ -17,6 +19,7 @@ export interface ActorArgs {
 export function parseActorArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ActorArgs {
   let configFile = env.KVFABRIC_CONFIG || undefined;
   let help = false;
+  let logLevel: LogLevel | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     if (a === '--help' || a === '-h') help = true;
@@ -25,9 +28,18 @@ export function parseActorArgs(argv: readonly string[], env: NodeJS.ProcessEnv =
       if (next === undefined || next.startsWith('-')) throw new KvfError('BAD_REQUEST', `${a} needs a file`);
       configFile = next;
     } else if (a.startsWith('--config=')) configFile = a.slice('--config='.length);
-    else throw new KvfError('BAD_REQUEST', `unknown argument ${JSON.stringify(a)}`);
+    else if (a === '--log-level' || a.startsWith('--log-level=')) {
+      const v = a === '--log-level' ? argv[++i] : a.slice('--log-level='.length);
+      if (!isLogLevel(v))
+        throw new KvfError('BAD_REQUEST', `--log-level needs one of ${LOG_LEVELS.join(', ')}`);
+      logLevel = v;
+    } else throw new KvfError('BAD_REQUEST', `unknown argument ${JSON.stringify(a)}`);
   }
-  return configFile === undefined ? { help } : { configFile, help };
+  return {
+    help,
+    ...(configFile === undefined ? {} : { configFile }),
+    ...(logLevel === undefined ? {} : { logLevel }),
+  };
 }
 
 export interface ActorBoot {
@@ -43,6 +55,7 @@ export function actorUsage(actor: string, what: string): string {
     what,
     '',
     '  --config, -c <file>  YAML config (default: $KVFABRIC_CONFIG, else built-in defaults)',
+    '  --log-level <level>  debug, info, warn or error (overrides log.level; JSON lines on stderr)',
     '  --help, -h           this help',
     '',
     'Every config key can be overridden by a KVFABRIC_* variable (see docs/operations.md).',
@@ -79,7 +92,11 @@ export function bootActor(
   }
   let config: KvfConfig;
   try {
-    config = loadConfig({ file: args.configFile, env, overrides: opts.overrides });
+    const overrides: DeepPartial<KvfConfig> =
+      args.logLevel === undefined
+        ? { ...opts.overrides }
+        : { ...opts.overrides, log: { level: args.logLevel } };
+    config = loadConfig({ file: args.configFile, env, overrides });
   } catch (err) {
     const problems = (err as KvfError).details?.problems ?? [(err as Error).message];
     createLogger(actor).error('invalid config', { configFile: args.configFile, problems });

@@ -122,3 +122,17 @@ describe('tenancy', () => {
     expect(p.publish.deny).toContain('kvf.v1.shard.>');
   });
 });
+
+describe('actor arguments: --log-level', () => {
+  it('sets the level, overriding the config, and refuses an unknown level', async () => {
+    const { parseActorArgs } = await import('../../shared/process.js');
+    expect(parseActorArgs(['--log-level', 'debug'], {})).toEqual({ help: false, logLevel: 'debug' });
+    expect(parseActorArgs(['--log-level=warn', '--config', 'x.yaml'], {})).toEqual({
+      help: false,
+      logLevel: 'warn',
+      configFile: 'x.yaml',
+    });
+    expect(() => parseActorArgs(['--log-level', 'loud'], {})).toThrow(/--log-level needs one of debug/);
+    expect(() => parseActorArgs(['--log-level'], {})).toThrow(/--log-level/);
+  });
+});
