@@ -24,6 +24,8 @@ import { computePlacement } from './placement.js';
 
 /** Attempts at one placement write when the CAS loses to a same-or-lower-term writer. */
 const PLACEMENT_CAS_ATTEMPTS_MAX = 3;
+/** Longest wait, in nodeDeadAfterMs, for a heartbeat to land after a members-bucket outage. */
+const BLIND_WAIT_FACTOR = 10;
 
 interface Base {
   table: PlacementTable | undefined;
@@ -43,6 +45,15 @@ export class LeaderSession {
   private closed = false;
   /** A newer term wrote the table: this session must never write again. */
   private superseded = false;
+  /**
+   * When a members-bucket write last failed for another reason than a lost CAS (JetStream or the
+   * bucket's stream leader unavailable, e.g. the nats-server that led it was killed). Heartbeats
+   * could not land either, so silence across that outage says nothing about the members: no one
+   * is declared dead until a heartbeat is seen landing again (or BLIND_WAIT_FACTOR dead-bounds).
+   */
+  private blindSinceMs: number | undefined;
+  /** Silence counts from here at the earliest: when heartbeats were seen landing after an outage. */
+  private graceFromMs = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -171,12 +182,18 @@ export class LeaderSession {
   /** Declare silent members dead: delete their key by CAS (a heartbeat that lands first wins). */
   private async checkDead(): Promise<void> {
     if (this.closed || !this.isLeader()) return;
-    for (const m of this.membership.silent(this.o.clock.nowMs(), this.o.nodeDeadAfterMs)) {
+    const now = this.o.clock.nowMs();
+    if (!this.outageOver(now)) return;
+    const silent = this.membership
+      .silent(now, this.o.nodeDeadAfterMs)
+      .filter((m) => now - Math.max(m.lastChangeAtMs, this.graceFromMs) > this.o.nodeDeadAfterMs);
+    for (const m of silent) {
       const { nodeId, incarnation } = m.record;
       try {
         await this.b.members.delete(nodeId, { previousSeq: m.revision });
       } catch (err) {
         if (isWrongLastSequence(err)) continue; // it just heartbeated; the watch will show it
+        this.blindSinceMs = this.o.clock.nowMs();
         throw err;
       }
       this.o.logger?.warn('member declared dead', {
@@ -188,6 +205,24 @@ export class LeaderSession {
       this.memberEvent('dead', m.record);
       this.scheduleReconcile(`member dead: ${nodeId}`);
     }
+  }
+
+  /**
+   * After a failed members write: false until some member's heartbeat is seen landing (the bucket
+   * takes writes again), then every member gets a full nodeDeadAfterMs from that moment. Bounded
+   * by BLIND_WAIT_FACTOR * nodeDeadAfterMs, so members that all died are still declared dead.
+   */
+  private outageOver(now: number): boolean {
+    const since = this.blindSinceMs;
+    if (since === undefined) return true;
+    const landed = this.membership.live().some((m) => m.lastChangeAtMs > since);
+    if (!landed && now - since < BLIND_WAIT_FACTOR * this.o.nodeDeadAfterMs) return false;
+    this.o.logger?.info('members bucket writable again; silence counted from now', {
+      blindMs: Math.round(now - since),
+    });
+    this.blindSinceMs = undefined;
+    this.graceFromMs = now;
+    return true;
   }
 
   /** Compute and CAS-write the table if it changed (always when `force`). */

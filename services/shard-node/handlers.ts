@@ -225,7 +225,7 @@ export class ShardHandlers {
     this.checkBatch(req.blocks.length);
     if (req.hotCopy === true) return this.locateCopies(m, req);
     const cells = req.blocks.map((b, k) => this.cellOf(m, b.g, b.s, k));
-    await this.node.checkLiveness();
+    await this.node.checkLiveness('read');
     await this.catchUp(req.epoch);
     this.assertOwned(new Set(cells), req.epoch, false);
     const table = this.node.placement?.current();

@@ -308,9 +308,12 @@ export class ShardNode {
   /**
    * A node silent for longer than selfFenceAfterMs (paused, cut off) may have been declared dead:
    * before answering it heartbeats (which re-joins it if it was fenced) and refreshes placement.
-   * Still unconfirmed afterwards: FENCED.
+   * Writes still unconfirmed afterwards: FENCED. Reads (`mode` 'read') wait for that at most
+   * selfFenceAfterMs and are never refused: content-addressed blocks verified by the reader's
+   * crc32c are right whichever node serves them, so a node that cannot reach JetStream (a NATS
+   * server died, the meta leader is being re-elected) keeps serving reads from its current table.
    */
-  async checkLiveness(): Promise<void> {
+  async checkLiveness(mode: 'write' | 'read' = 'write'): Promise<void> {
     const agent = this.agent;
     if (agent === undefined || !agent.running || agent.silentMs() <= this.o.selfFenceAfterMs) return;
     this.liveness ??= (async () => {
@@ -319,6 +322,10 @@ export class ShardNode {
     })().finally(() => {
       this.liveness = undefined;
     });
+    if (mode === 'read') {
+      await Promise.race([this.liveness, sleep(this.o.selfFenceAfterMs)]);
+      return;
+    }
     await this.liveness;
     if (agent.silentMs() > this.o.selfFenceAfterMs) {
       throw new KvfError('FENCED', `node ${this.nodeId} cannot confirm its membership`, {
