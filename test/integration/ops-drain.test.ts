@@ -6,11 +6,13 @@
  * other copy of each cell).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { ensureBuckets } from '../../shared/cluster/buckets.js';
+import type { LocalCluster } from '../../shared/local-cluster.js';
 import { freePort } from '../../shared/local-servers.js';
 import { decodePlacementTable, PLACEMENT_KEY } from '../../shared/protocol/cluster.js';
 import { createMetrics, METRIC_NAMES } from '../../shared/metrics/registry.js';
@@ -18,6 +20,7 @@ import { instrumentClient } from '../../shared/metrics/sources.js';
 import { BUILTIN_PROFILES } from '../../shared/profiles.js';
 import { connect, type KvfClient, type ModelLayout } from '../../shared/sdk/mod.js';
 import { useLocalCluster } from '../harness/cluster.js';
+import { startAgent } from './agent-helpers.js';
 import { expectServed, kvFor, mulberry32, randomTokens, scribble } from './sdk-helpers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -150,6 +153,48 @@ describe(`ops port and graceful SIGTERM (seed ${SEED})`, () => {
         ? true
         : undefined,
     );
+  });
+
+  it('a standby coordinator and an agent serve the ops port too', async () => {
+    const [cport, aport] = [await freePort(), await freePort()];
+    const coord = spawn(process.execPath, [path.join(ROOT, 'bin/kvfabric.js'), 'coordinator'], {
+      env: {
+        ...process.env,
+        ...fx.cluster.env,
+        KVFABRIC_COORDINATOR_ID: 'ops-coord',
+        KVFABRIC_METRICS_PORT: String(cport),
+      },
+      stdio: 'ignore',
+    });
+    const socket = path.join(os.tmpdir(), `kvf-ops-agent-${process.pid}.sock`);
+    const agent = await startAgent(
+      { env: { ...fx.cluster.env, KVFABRIC_METRICS_PORT: String(aport) } } as unknown as LocalCluster,
+      socket,
+    );
+    try {
+      for (const port of [cport, aport]) {
+        const url = `http://127.0.0.1:${port}`;
+        await until(`readyz on ${port}`, async () =>
+          (await httpGet(`${url}/readyz`)).status === 200 ? true : undefined,
+        );
+        const { body } = await httpGet(`${url}/metrics`);
+        for (const name of Object.values(METRIC_NAMES)) expect(body).toContain(`# TYPE ${name} `);
+      }
+      // The standby follows placement: its epoch gauge shows the current table.
+      const epoch = sampleValue(
+        (await httpGet(`http://127.0.0.1:${cport}/metrics`)).body,
+        'kvfabric_placement_epoch',
+      );
+      expect(epoch).toBeGreaterThan(0);
+      expect(
+        sampleValue((await httpGet(`http://127.0.0.1:${cport}/metrics`)).body, 'kvfabric_failovers_total'),
+      ).toBe(0);
+    } finally {
+      await agent.stop();
+      coord.kill('SIGTERM');
+      await new Promise((r) => (coord.exitCode === null ? coord.once('exit', r) : r(undefined)));
+    }
+    expect(coord.exitCode).toBe(0);
   });
 
   it('SIGTERM: /readyz goes 503 first, in-flight work drains, the node exits 0, no get comes back short', async () => {
