@@ -414,10 +414,25 @@ describe(`worker SDK with replication (seed ${SEED})`, () => {
       },
       30_000,
     );
-    const q = randomTokens(rng, 2 * CT);
-    expect((await kvf.put(q, kvFor(q, layout, 'default').kv)).chunksStored).toBe(2);
+    // Reads resume first (a node serves reads while it cannot heartbeat); writes once the nodes'
+    // heartbeats land in the restarted server's JetStream again (until then allocate is FENCED
+    // and a put stores nothing, without throwing).
+    let writesAt = 0;
+    let q: number[] = [];
+    await waitFor(
+      'a put stored in full after the restart',
+      async () => {
+        q = randomTokens(rng, 2 * CT);
+        const stored = (await kvf.put(q, kvFor(q, layout, 'default').kv)).chunksStored;
+        if (stored === 2) writesAt = performance.now();
+        return stored === 2;
+      },
+      30_000,
+    );
     expect(await getChecked(kvf, q)).toBe(2);
-    console.log(`nats restart: resumed ${Math.round(resumedAt - downAt)} ms after the kill`);
+    console.log(
+      `nats restart: reads resumed ${Math.round(resumedAt - downAt)} ms, writes ${Math.round(writesAt - downAt)} ms after the kill`,
+    );
     expect(errors).toEqual([]);
     expect(outageCalls).toBe(3);
   }, 60_000);
