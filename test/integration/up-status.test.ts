@@ -173,10 +173,16 @@ describe('kvfabric up (kept running) and kvfabric status', () => {
       expect(await redis.del(`${state.keyPrefix}:idx:${hashes[1]}`)).toBe(1);
       const r = status(cwd, ['--json']);
       expect(r.code, r.stderr).toBe(0);
-      const s = (JSON.parse(r.stdout) as { stranded: Record<string, any> }).stranded;
-      const perChunk = layout.blockBytes.reduce((a, b) => a + b, 0);
-      expect(s.reachable).toEqual({ chunks: 1, blocks: layout.groups.length, bytes: perChunk });
-      expect(s.stranded).toEqual({ chunks: 4, blocks: 4 * layout.groups.length, bytes: 4 * perChunk });
+      const out = JSON.parse(r.stdout) as { stranded: Record<string, any>; replicationFactor: number };
+      const s = out.stranded;
+      // Every stored copy holds arena bytes, so blocks and bytes count copies: with 2 nodes and
+      // the default replication factor 2, each block is on both (the put acknowledged 'all').
+      const copies = Math.min(out.replicationFactor, 2);
+      expect(put.replicated).toBe(copies - 1);
+      const perChunk = copies * layout.blockBytes.reduce((a, b) => a + b, 0);
+      const blocksPerChunk = copies * layout.groups.length;
+      expect(s.reachable).toEqual({ chunks: 1, blocks: blocksPerChunk, bytes: perChunk });
+      expect(s.stranded).toEqual({ chunks: 4, blocks: 4 * blocksPerChunk, bytes: 4 * perChunk });
       expect(s.byReason.notIndexed.chunks).toBe(1);
       expect(s.byReason.ancestorMissing.chunks).toBe(3);
     } finally {
