@@ -2,6 +2,7 @@
  * Checks of the services a node depends on: NATS (reachable, version), JetStream (enabled, the
  * kvfabric buckets), the clock against the NATS server's, and Redis (reachable, auth, ACL).
  */
+import { natsConnectOptions } from '../../../shared/nats-connect.js';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 
@@ -22,17 +23,13 @@ import { errorMessage, versionLess, type CheckResult, type DoctorOptions } from 
 
 const KV_STREAMS = [MEMBERS_BUCKET, PLACEMENT_BUCKET, LEADER_BUCKET, MODELS_BUCKET].map((b) => `KV_${b}`);
 
+/** The actors' own connect options (user/password, token, nkey, TLS), without reconnects. */
 function natsOptions(cfg: KvfConfig, o: DoctorOptions): ConnectionOptions {
-  const n = cfg.nats;
-  return {
-    servers: n.servers,
-    name: `kvfabric-doctor-${os.hostname()}`,
+  return natsConnectOptions(cfg, `kvfabric-doctor-${os.hostname()}`, {
     timeout: o.natsConnectTimeoutMs,
     reconnect: false,
-    ...(n.user !== undefined ? { user: n.user, pass: n.pass } : {}),
-    ...(n.token !== undefined ? { token: n.token } : {}),
-    ...(n.tls ? { tls: {} } : {}),
-  };
+    maxReconnectAttempts: 0,
+  });
 }
 
 function natsFix(cfg: KvfConfig, err: unknown): string {
