@@ -1,5 +1,5 @@
 /**
- * MembersCache (copied from the SDK for the actors): every member record of kvf_members in memory, kept fresh by a JetStream KV watch,
+ * MembersCache: every member record of kvf_members in memory, kept fresh by a JetStream KV watch,
  * so that mapping a node id to its UCX worker address and per-model rkeys costs no round trip.
  * A node the watch has not delivered yet (it joined a moment ago) is fetched with one direct get.
  * Records that fail validation are logged and skipped, never trusted.
