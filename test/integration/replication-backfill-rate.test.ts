@@ -39,11 +39,15 @@ describe('backfill rate (1 GiB, real processes)', () => {
     const survivors = ['shard-1', 'shard-2'];
     await waitFor('dead', () => !(victim.nodeId in (c.placement.current()?.members ?? {})), 10_000);
     const tDead = performance.now();
+    const deadEpoch = c.placement.current()!.epoch;
     await waitFor(
       'rf restored',
       async () => {
         const st = await Promise.all(survivors.map((n) => c.stats(n)));
-        return st.every((s) => s.replication!.inSyncCells === s.replication!.replicaCells);
+        // A survivor still on the table that held the victim reports its old (in-sync) cells.
+        return st.every(
+          (s) => s.epoch >= deadEpoch && s.replication!.inSyncCells === s.replication!.replicaCells,
+        );
       },
       30_000,
     );
