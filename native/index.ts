@@ -47,6 +47,8 @@ export interface NativeArenaHandle {
   write(index: number, offset: number, src: Uint8Array): void;
   read(index: number, offset: number, dst: Uint8Array): void;
   checksum(index: number, offset?: number, length?: number): number;
+  checksumsAsync(indices: Uint32Array, lengths: Float64Array): Promise<Uint32Array>;
+  prefault(): Promise<{ method: PrefaultMethod; ms: number }>;
   hostView(index: number): Buffer | undefined;
   close(): void;
 }
@@ -78,6 +80,7 @@ export interface NativeBinding {
   crc32c(data: Uint8Array, seed?: number): number;
   crc32cRange(data: Uint8Array, offset: number, length: number, seed?: number): number;
   crc32cSoftware(data: Uint8Array, seed?: number): number;
+  crc32cRangesAsync(data: Uint8Array, ranges: Float64Array): Promise<Uint32Array>;
   memcpyBench(bytes: number, iterations: number): number;
   info(): NativeInfo;
 }
@@ -158,6 +161,55 @@ export function crc32c(data: Uint8Array, seed = 0): number {
 /** CRC-32C of data[offset, offset+length); OUT_OF_RANGE if the range leaves data. */
 export function crc32cRange(data: Uint8Array, offset: number, length: number, seed = 0): number {
   return callNative(() => loadNative().crc32cRange(data, offset, length, seed));
+}
+
+/** Run a native call that returns a promise; sync throws and rejections become KvfError. */
+export async function callNativeAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw fromNativeError(err);
+  }
+}
+
+/** Below this many bytes per thread-pool task a range list is not split further. */
+const CRC_TASK_BYTES_MIN = 16 * 1024 * 1024;
+/** libuv's default thread pool size (UV_THREADPOOL_SIZE): more tasks than threads only queue. */
+const CRC_TASKS_MAX = Math.max(1, Number(process.env['UV_THREADPOOL_SIZE'] ?? 4));
+
+/**
+ * CRC-32C of each [offset, offset+length) of data, computed on libuv's thread pool (split over
+ * several threads when there is enough work), so megabytes to gigabytes of verification never
+ * block the event loop. Same values as crc32cRange; OUT_OF_RANGE/BAD_REQUEST for bad ranges
+ * (thrown before any work starts). data must not be written until the promise settles.
+ */
+export async function crc32cRanges(
+  data: Uint8Array,
+  ranges: readonly { offset: number; length: number }[],
+): Promise<number[]> {
+  if (ranges.length === 0) return [];
+  const total = ranges.reduce((a, r) => a + r.length, 0);
+  const tasks = Math.max(1, Math.min(CRC_TASKS_MAX, ranges.length, Math.floor(total / CRC_TASK_BYTES_MIN)));
+  const parts: Float64Array[] = [];
+  // Contiguous runs of ranges with about total/tasks bytes each.
+  const per = total / tasks;
+  let cur: number[] = [];
+  let bytes = 0;
+  for (const r of ranges) {
+    cur.push(r.offset, r.length);
+    bytes += r.length;
+    if (bytes >= per && parts.length < tasks - 1) {
+      parts.push(Float64Array.from(cur));
+      cur = [];
+      bytes = 0;
+    }
+  }
+  if (cur.length > 0) parts.push(Float64Array.from(cur));
+  const native = loadNative();
+  const results = await callNativeAsync(() =>
+    Promise.all(parts.map((p) => native.crc32cRangesAsync(data, p))),
+  );
+  return results.flatMap((r) => [...r]);
 }
 
 /** Native memcpy bandwidth in GB/s (1e9 bytes copied per second); blocks the event loop. */
@@ -254,6 +306,9 @@ const handles = new WeakMap<Arena, NativeArenaHandle>();
 /** Wraps a NativeArena built by other native calls (UcxWorker.allocArena); set by Arena's static block. */
 let wrapArenaHandle: (handle: NativeArenaHandle) => Arena;
 
+/** How Arena.prefault went: populated, nothing to do (device memory), or not possible here. */
+export type PrefaultMethod = 'populate' | 'device' | 'unsupported';
+
 /** Fixed-size blocks in one host or CUDA memory region. Not thread-safe across JS workers. */
 export class Arena {
   readonly kind: ArenaKind;
@@ -338,6 +393,24 @@ export class Arena {
   /** CRC-32C of [offset, offset+length) in the block; defaults to the rest of the block. */
   checksum(index: number, offset?: number, length?: number): number {
     return this.call((h) => h.checksum(index, offset, length));
+  }
+  /**
+   * CRC-32C of the first lengths[k] bytes of block indices[k], on libuv's thread pool (the event
+   * loop stays free while a GiB is verified). Same values as checksum(index, 0, length).
+   */
+  checksums(blocks: readonly { index: number; length: number }[]): Promise<number[]> {
+    if (blocks.length === 0) return Promise.resolve([]);
+    const indices = Uint32Array.from(blocks, (b) => b.index);
+    const lengths = Float64Array.from(blocks, (b) => b.length);
+    return callNativeAsync(async () => [...(await nativeArenaHandle(this).checksumsAsync(indices, lengths))]);
+  }
+  /**
+   * Fault in every page of a host arena now, on a thread-pool thread (MADV_POPULATE_WRITE; bytes
+   * are never changed, so it may run while blocks are in use). 'device' for CUDA arenas,
+   * 'unsupported' on kernels before 5.14.
+   */
+  prefault(): Promise<{ method: PrefaultMethod; ms: number }> {
+    return callNativeAsync(() => nativeArenaHandle(this).prefault());
   }
   /**
    * Zero-copy Buffer over a host block (undefined for CUDA arenas). The view keeps the memory

@@ -66,6 +66,7 @@ export interface KvfConfig {
     id?: string;
     arenaBytes: number;
     arenaKind: ArenaKind;
+    prefault: boolean;
     allocTimeoutMs: number;
     readLeaseMs: number;
     blockTtlSeconds: number;
@@ -287,6 +288,13 @@ export const KEYS: readonly KeySpec[] = [
     kind: { t: 'enum', values: ['auto', 'host', 'cuda'] },
     default: 'auto',
     doc: 'Arena memory: cuda (device), host, or auto (cuda when a GPU is present).',
+  },
+  {
+    key: 'shard.prefault',
+    kind: { t: 'bool' },
+    default: true,
+    doc:
+      'Fault in every page of a host arena at start, on a background thread, so the first transfers into it do not pay a page fault per 4 KiB (the node serves meanwhile).',
   },
   {
     key: 'shard.allocTimeoutMs',

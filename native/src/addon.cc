@@ -7,8 +7,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "arena.h"
+#include "async_work.h"
 #include "checksum.h"
 #include "cuda_mem.h"
 #include "errors.h"
@@ -49,6 +52,56 @@ Napi::Value Crc32cRangeJs(const Napi::CallbackInfo& info) {
 Napi::Value Crc32cSoftwareJs(const Napi::CallbackInfo& info) {
   Bytes data = BytesArg(info, 0, "data");
   return Napi::Number::New(info.Env(), Crc32cSoftware(data.data, data.length, SeedArg(info, 1)));
+}
+
+// Float64Array [offset0, length0, offset1, length1, ...] -> pairs, each checked against `limit`.
+std::vector<std::pair<uint64_t, uint64_t>> RangePairs(const Napi::Value& v, uint64_t limit) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    Fail(Code::BadRequest, "ranges must be a Float64Array of [offset, length] pairs");
+  }
+  Napi::Float64Array a = v.As<Napi::Float64Array>();
+  if (a.ElementLength() % 2 != 0) Fail(Code::BadRequest, "ranges must hold [offset, length] pairs");
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  out.reserve(a.ElementLength() / 2);
+  for (size_t k = 0; k < a.ElementLength(); k += 2) {
+    double o = a[k], l = a[k + 1];
+    if (!(o >= 0 && l >= 0 && o <= 9007199254740991.0 && l <= 9007199254740991.0) ||
+        o != static_cast<double>(static_cast<uint64_t>(o)) ||
+        l != static_cast<double>(static_cast<uint64_t>(l))) {
+      Fail(Code::BadRequest, "range " + std::to_string(k / 2) + " is not a pair of non-negative integers");
+    }
+    uint64_t off = static_cast<uint64_t>(o), len = static_cast<uint64_t>(l);
+    if (off > limit || len > limit - off) {
+      Fail(Code::OutOfRange, "range [" + std::to_string(off) + ", +" + std::to_string(len) +
+                                 ") leaves the " + std::to_string(limit) + "-byte buffer");
+    }
+    out.emplace_back(off, len);
+  }
+  return out;
+}
+
+// crc32cRangesAsync(data, ranges: Float64Array) -> Promise<Uint32Array>: one CRC per range,
+// computed on libuv's thread pool. `data` is held until the promise settles; the caller must not
+// write the ranges meanwhile (the SDK checks blocks it has just received or is about to send).
+Napi::Value Crc32cRangesAsyncJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Bytes data = BytesArg(info, 0, "data");
+  auto ranges = std::make_shared<std::vector<std::pair<uint64_t, uint64_t>>>(RangePairs(info[1], data.length));
+  auto crcs = std::make_shared<std::vector<uint32_t>>(ranges->size());
+  const uint8_t* base = data.data;
+  return PromiseWork::Start(
+      env, "kvf.crc32cRanges",
+      [base, ranges, crcs] {
+        for (size_t k = 0; k < ranges->size(); ++k) {
+          (*crcs)[k] = Crc32c(base + (*ranges)[k].first, (*ranges)[k].second);
+        }
+      },
+      [crcs](Napi::Env e) -> Napi::Value {
+        Napi::Uint32Array out = Napi::Uint32Array::New(e, crcs->size());
+        for (size_t k = 0; k < crcs->size(); ++k) out[k] = (*crcs)[k];
+        return out;
+      },
+      {info[0]});
 }
 
 struct FreeDeleter {
@@ -101,6 +154,7 @@ void InitShm(Napi::Env env, Napi::Object exports);
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("crc32c", Napi::Function::New<Crc32cJs>(env, "crc32c"));
   exports.Set("crc32cRange", Napi::Function::New<Crc32cRangeJs>(env, "crc32cRange"));
+  exports.Set("crc32cRangesAsync", Napi::Function::New<Crc32cRangesAsyncJs>(env, "crc32cRangesAsync"));
   exports.Set("crc32cSoftware", Napi::Function::New<Crc32cSoftwareJs>(env, "crc32cSoftware"));
   exports.Set("memcpyBench", Napi::Function::New<MemcpyBenchJs>(env, "memcpyBench"));
   exports.Set("info", Napi::Function::New<InfoJs>(env, "info"));

@@ -3,6 +3,7 @@
 #include "arena.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -233,6 +234,52 @@ uint32_t Arena::Checksum(uint32_t index, uint64_t offset, uint64_t length) {
     done += chunk;
   }
   return crc;
+}
+
+std::vector<uint32_t> Arena::ChecksumMany(const std::vector<std::pair<uint32_t, uint64_t>>& blocks) {
+  std::vector<uint32_t> out(blocks.size());
+  std::vector<const char*> ptrs(blocks.size());
+  std::shared_ptr<Region> hold;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    CheckOpenLocked();
+    for (size_t k = 0; k < blocks.size(); ++k) {
+      CheckSpanLocked(blocks[k].first, 0, blocks[k].second);
+      ptrs[k] = BlockPtrLocked(blocks[k].first);
+    }
+    hold = region_;
+  }
+  if (config_.kind == ArenaKind::Cuda) {
+    for (size_t k = 0; k < blocks.size(); ++k) out[k] = Checksum(blocks[k].first, 0, blocks[k].second);
+    return out;
+  }
+  for (size_t k = 0; k < blocks.size(); ++k) out[k] = Crc32c(ptrs[k], blocks[k].second);
+  return out;
+}
+
+std::string Arena::Prefault() {
+  std::shared_ptr<Region> hold = region();
+  if (config_.kind == ArenaKind::Cuda) return "device";
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  auto base = reinterpret_cast<uintptr_t>(hold->base());
+  uintptr_t start = base / page * page;
+  uintptr_t end = base + bytes();
+  constexpr size_t kStep = 64ull << 20;  // madvise in steps: bounded time under mmap_lock
+  for (uintptr_t at = start; at < end; at += kStep) {
+    size_t len = static_cast<size_t>(std::min<uintptr_t>(kStep, end - at));
+    if (madvise(reinterpret_cast<void*>(at), len, MADV_POPULATE_WRITE) != 0) {
+      if (errno == EINVAL && at == start) return "unsupported";
+      if (errno == EINTR || errno == EAGAIN) {
+        at -= kStep;  // retry the step
+        continue;
+      }
+      Fail(Code::Internal, std::string("madvise(MADV_POPULATE_WRITE) failed: ") + std::strerror(errno));
+    }
+  }
+  return "populate";
 }
 
 std::shared_ptr<Region> Arena::HostBlock(uint32_t index, void** ptr) const {

@@ -1,7 +1,13 @@
 // NativeArena: the JS face of kvf::Arena. native/index.ts wraps it in the typed Arena class.
+#include <chrono>
 #include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "arena.h"
+#include "async_work.h"
 #include "errors.h"
 #include "js_args.h"
 
@@ -40,6 +46,8 @@ class ArenaWrap : public Napi::ObjectWrap<ArenaWrap> {
             InstanceMethod<&ArenaWrap::Write>("write"),
             InstanceMethod<&ArenaWrap::Read>("read"),
             InstanceMethod<&ArenaWrap::Checksum>("checksum"),
+            InstanceMethod<&ArenaWrap::ChecksumsAsync>("checksumsAsync"),
+            InstanceMethod<&ArenaWrap::PrefaultAsync>("prefault"),
             InstanceMethod<&ArenaWrap::HostView>("hostView"),
             InstanceMethod<&ArenaWrap::Close>("close"),
         });
@@ -148,6 +156,58 @@ class ArenaWrap : public Napi::ObjectWrap<ArenaWrap> {
     uint64_t offset = OptSizeArg(info, 1, "offset", 0);
     uint64_t length = OptSizeArg(info, 2, "length", offset <= block ? block - offset : 0);
     return Napi::Number::New(info.Env(), arena_->Checksum(index, offset, length));
+  }
+
+  // checksumsAsync(indices: Uint32Array, lengths: Float64Array) -> Promise<Uint32Array>: the CRC
+  // of the first lengths[k] bytes of block indices[k], on libuv's thread pool.
+  Napi::Value ChecksumsAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+        !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      Fail(Code::BadRequest, "checksumsAsync(indices: Uint32Array, lengths: Float64Array)");
+    }
+    Napi::Uint32Array idx = info[0].As<Napi::Uint32Array>();
+    Napi::Float64Array len = info[1].As<Napi::Float64Array>();
+    if (idx.ElementLength() != len.ElementLength()) Fail(Code::BadRequest, "indices and lengths differ in length");
+    auto blocks = std::make_shared<std::vector<std::pair<uint32_t, uint64_t>>>();
+    blocks->reserve(idx.ElementLength());
+    const uint64_t bb = arena_->config().block_bytes;
+    for (size_t k = 0; k < idx.ElementLength(); ++k) {
+      double l = len[k];
+      if (!(l >= 0 && l <= static_cast<double>(bb)) || l != static_cast<double>(static_cast<uint64_t>(l))) {
+        Fail(Code::OutOfRange, "length " + Num(l) + " is not an integer in [0, " + std::to_string(bb) + "]");
+      }
+      blocks->emplace_back(idx[k], static_cast<uint64_t>(l));
+    }
+    std::shared_ptr<Arena> a = arena();
+    auto out = std::make_shared<std::vector<uint32_t>>();
+    return PromiseWork::Start(
+        env, "kvf.arenaChecksums", [a, blocks, out] { *out = a->ChecksumMany(*blocks); },
+        [out](Napi::Env e) -> Napi::Value {
+          Napi::Uint32Array r = Napi::Uint32Array::New(e, out->size());
+          for (size_t k = 0; k < out->size(); ++k) r[k] = (*out)[k];
+          return r;
+        });
+  }
+
+  // prefault() -> Promise<{method, ms}> (Arena::Prefault on libuv's thread pool).
+  Napi::Value PrefaultAsync(const Napi::CallbackInfo& info) {
+    std::shared_ptr<Arena> a = arena();
+    auto method = std::make_shared<std::string>();
+    auto ms = std::make_shared<double>(0);
+    return PromiseWork::Start(
+        info.Env(), "kvf.arenaPrefault",
+        [a, method, ms] {
+          auto t0 = std::chrono::steady_clock::now();
+          *method = a->Prefault();
+          *ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        },
+        [method, ms](Napi::Env e) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("method", *method);
+          o.Set("ms", *ms);
+          return o;
+        });
   }
 
   // A Buffer over the block's memory (host arenas only). The finalizer holds a reference to the

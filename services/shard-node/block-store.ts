@@ -191,7 +191,21 @@ export class BlockStore {
    * Make written blocks readable after verifying the writer's checksums. A mismatching block is
    * freed and never becomes readable. Blocks of the allocation not listed stay pending.
    */
-  commit(allocId: string, items: (BlockRef & { checksum: number })[]): CommitResult[] {
+  /** The slot an allocation is writing a block into; undefined when the block is not pending there. */
+  pendingSlot(allocId: string, hash: string, g: number): number | undefined {
+    return this.allocations.get(allocId)?.pending.get(keyOf(hash, g))?.slot;
+  }
+
+  /**
+   * Commit written blocks. `actual[k]`, when given, is item k's checksum as computed off the event
+   * loop (Arena.checksums over pendingSlot) and replaces the synchronous checksumOf; the slot
+   * cannot have changed hands meanwhile, because it stays pending until this call.
+   */
+  commit(
+    allocId: string,
+    items: (BlockRef & { checksum: number })[],
+    actualChecksums?: readonly (number | undefined)[],
+  ): CommitResult[] {
     const alloc = this.allocations.get(allocId);
     if (!alloc) {
       throw new KvfError('ALLOCATION_NOT_FOUND', `allocation ${allocId} is unknown or expired`, {
@@ -200,13 +214,13 @@ export class BlockStore {
     }
     const now = this.opts.clock();
     const committedNow: Block[] = [];
-    const results = items.map((it): CommitResult => {
+    const results = items.map((it, k): CommitResult => {
       const key = keyOf(it.hash, it.g);
       const p = alloc.pending.get(key);
       if (!p) return { status: 'unknown' };
       alloc.pending.delete(key);
       this.writing.delete(key);
-      const actual = this.opts.checksumOf(p.slot, p.item.g) >>> 0;
+      const actual = (actualChecksums?.[k] ?? this.opts.checksumOf(p.slot, p.item.g)) >>> 0;
       if (actual !== it.checksum >>> 0) {
         this.opts.allocator.release(p.slot);
         return { status: 'checksum_mismatch', expected: it.checksum >>> 0, actual };

@@ -68,6 +68,8 @@ export interface ShardNodeOptions {
   arenaBytes?: number;
   /** @default 'auto' (CUDA when usable, else host memory with one log line) */
   arenaKind?: 'auto' | 'host' | 'cuda';
+  /** Prefault host arenas in the background after opening them (Arena.prefault). @default false */
+  prefault?: boolean;
   /** Built-in profile ids served from start (config models.builtin). */
   models: readonly string[];
   /** Extra profiles served from start (tests, embedded use). */
@@ -131,6 +133,7 @@ export interface ShardNodeDeps {
 export const SHARD_NODE_DEFAULTS = {
   arenaBytes: 256 * 1024 ** 2,
   arenaKind: 'auto',
+  prefault: false,
   allocTimeoutMs: 30_000,
   readLeaseMs: 10_000,
   blockTtlMs: 24 * 3600 * 1000,
@@ -238,6 +241,7 @@ export class ShardNode {
       partition: { ...config.partition },
       arenaBytes: config.shard.arenaBytes,
       arenaKind: config.shard.arenaKind,
+      prefault: config.shard.prefault,
       models: config.models.builtin,
       allocTimeoutMs: config.shard.allocTimeoutMs,
       readLeaseMs: config.shard.readLeaseMs,
@@ -538,7 +542,33 @@ export class ShardNode {
       blockCount: m.arena.blockCount,
       layerGroups: m.groupCount,
     });
+    if (this.o.prefault) this.prefault(m);
     return m;
+  }
+
+  /**
+   * Fault the arena's pages in on a thread-pool thread while the node already serves: the first
+   * transfer into a fresh page otherwise pays a fault (tens of microseconds per 4 KiB on a VM,
+   * seconds per GiB), which is what made the first multi-GiB puts into a new node slow.
+   */
+  private prefault(m: ModelArena): void {
+    m.arena.prefault().then(
+      (r) => {
+        const gib = (m.arena.bytes / 1024 ** 3).toFixed(2);
+        if (r.method === 'populate') {
+          this.log.info('arena prefaulted', { model: m.profile.id, gib, ms: Math.round(r.ms) });
+        } else if (r.method === 'unsupported') {
+          this.log.warn(
+            'arena not prefaulted: the kernel lacks MADV_POPULATE_WRITE (Linux >= 5.14); first writes fault pages in',
+            { model: m.profile.id },
+          );
+        }
+      },
+      (err: unknown) => {
+        // A closed arena (model removed, node stopping) ends the prefault; nothing is lost.
+        if (!m.arena.closed) this.log.warn('arena prefault failed', { model: m.profile.id, err });
+      },
+    );
   }
 
   endpointStats(op: ShardOp): EndpointStats {

@@ -8,7 +8,7 @@
  * A chunk with a block that is 'full', refused or failed is not cached, and no chunk after it is
  * indexed (a prefix with a hole is unreachable), so blocks allocated past it are not even written.
  */
-import { crc32cRange } from '../../native/index.js';
+import { crc32cRanges } from '../../native/index.js';
 import type { MemberRecord } from '../protocol/cluster.js';
 import {
   abortReplySchema,
@@ -195,6 +195,39 @@ async function abort(ctx: FlowContext, model: string, nodeId: string, allocId: s
     ctx.opts.logger?.debug('abort failed (the node reclaims it later)', { nodeId, allocId });
 }
 
+/**
+ * CRC-32C of every transfer's source range (transfers may read different buffers: one per layer
+ * group), in transfer order. Never rejects while unobserved: the outcome is a value.
+ */
+async function sourceChecksums(
+  transfers: readonly { local: Uint8Array; localOffset: number; length: number }[],
+): Promise<{ crcs: number[] } | { error: unknown }> {
+  try {
+    const byBuffer = new Map<Uint8Array, number[]>();
+    transfers.forEach((t, k) => {
+      const list = byBuffer.get(t.local);
+      if (list === undefined) byBuffer.set(t.local, [k]);
+      else list.push(k);
+    });
+    const crcs = new Array<number>(transfers.length).fill(0);
+    await Promise.all(
+      [...byBuffer].map(async ([buf, ks]) => {
+        const got = await crc32cRanges(
+          buf,
+          ks.map((k) => {
+            const t = transfers[k] as (typeof transfers)[number];
+            return { offset: t.localOffset, length: t.length };
+          }),
+        );
+        ks.forEach((k, j) => (crcs[k] = got[j] as number));
+      }),
+    );
+    return { crcs };
+  } catch (error) {
+    return { error };
+  }
+}
+
 /** UCX-put one node's allocated blocks below `cut`, commit them, abort the rest. Returns bytes. */
 async function writeNode(
   ctx: FlowContext,
@@ -218,7 +251,9 @@ async function writeNode(
       localOffset: b.ref.i * bbOf(b),
       length: bbOf(b),
     }));
-    const checksums = transfers.map((t) => crc32cRange(t.local, t.localOffset, t.length));
+    // The source's CRCs are computed on the thread pool while UCX moves the same bytes (both only
+    // read them), so verification costs no time on the critical path of a large put.
+    const crcDone = sourceChecksums(transfers);
     let written: number[] = [];
     try {
       const results = await ctx.data.put(member, input.model, transfers);
@@ -226,6 +261,9 @@ async function writeNode(
     } catch (err) {
       ctx.opts.logger?.debug('UCX put batch failed', { nodeId: alloc.nodeId, err });
     }
+    const crc = await crcDone;
+    if ('error' in crc) throw crc.error;
+    const checksums = crc.crcs;
     if (written.length > 0) {
       const body = {
         model: input.model,

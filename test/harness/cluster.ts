@@ -47,7 +47,14 @@ export function useLocalCluster(opts: LocalClusterOptions): {
   const logs: string[] = [];
   beforeAll(async () => {
     buildDist();
-    c = await startLocalCluster({ log: (l) => logs.push(l), ...opts });
+    // Arena prefaulting (shard.prefault, on by default) is off here: it spends seconds of CPU per
+    // GiB right after start, and these clusters run sub-second liveness timeouts on 2 cores. The
+    // bench and `kvfabric up` tests run with it on; native-arena.test.ts tests it directly.
+    c = await startLocalCluster({
+      log: (l) => logs.push(l),
+      ...opts,
+      env: { KVFABRIC_SHARD_PREFAULT: 'false', ...opts.env },
+    });
   });
   afterAll(async () => {
     await c?.stop();

@@ -11,6 +11,7 @@ import {
   callNative,
   crc32c,
   crc32cRange,
+  crc32cRanges,
   loadAddonFile,
   loadNative,
   memcpyBench,
@@ -171,6 +172,44 @@ describe('crc32c', () => {
   });
 });
 
+describe('crc32c off the event loop', () => {
+  it('gives crc32cRange values for every range, split over thread-pool tasks or not', async () => {
+    const rand = prng(11);
+    const buf = randomBytes(rand, 1 << 20);
+    // 40 MiB of ranges over a 1 MiB buffer (ranges may overlap): enough to be split into tasks.
+    const ranges = Array.from({ length: 80 }, () => {
+      const offset = Math.floor(rand() * buf.length);
+      return { offset, length: Math.floor(rand() * (buf.length - offset)) };
+    });
+    ranges.push({ offset: 0, length: buf.length }, { offset: buf.length, length: 0 });
+    const want = ranges.map((r) => crc32cRange(buf, r.offset, r.length));
+    expect(await crc32cRanges(buf, ranges)).toEqual(want);
+    expect(await crc32cRanges(buf, ranges.slice(0, 3))).toEqual(want.slice(0, 3));
+    expect(await crc32cRanges(buf, [])).toEqual([]);
+    expect(await crc32cRanges(buf, [{ offset: 0, length: 9 }])).toEqual([crc32cRef(buf.subarray(0, 9))]);
+  });
+
+  it('rejects ranges outside the buffer with OUT_OF_RANGE and non-integers with BAD_REQUEST', async () => {
+    const buf = new Uint8Array(16);
+    const code = (p: Promise<unknown>): Promise<string> =>
+      p.then(
+        () => 'resolved',
+        (e: unknown) => (isKvfError(e) ? e.codeName : String(e)),
+      );
+    expect(await code(crc32cRanges(buf, [{ offset: 8, length: 9 }]))).toBe('OUT_OF_RANGE');
+    expect(
+      await code(
+        crc32cRanges(buf, [
+          { offset: 0, length: 1 },
+          { offset: 17, length: 0 },
+        ]),
+      ),
+    ).toBe('OUT_OF_RANGE');
+    expect(await code(crc32cRanges(buf, [{ offset: -1, length: 1 }]))).toBe('BAD_REQUEST');
+    expect(await code(crc32cRanges(buf, [{ offset: 0.5, length: 1 }]))).toBe('BAD_REQUEST');
+  });
+});
+
 describe('block allocator', () => {
   it('keeps used/free counts, never hands out a block twice, detects double and out-of-range frees', () => {
     const seed = Number(process.env.KVF_TEST_SEED ?? Date.now() % 2 ** 31);
@@ -303,6 +342,42 @@ describe('host arena', () => {
     }
     expect(arena.checksum(1, 1000)).toBe(crc32c(data.subarray(1000)));
     expectCode(() => arena.checksum(1, 10, blockBytes), 'OUT_OF_RANGE');
+  });
+
+  it('checksums many blocks on the thread pool exactly like checksum()', async () => {
+    const rand = prng(9);
+    const blockBytes = 256 * 1024;
+    const arena = openArena({ kind: 'host', blockBytes, blockCount: 8 });
+    for (let i = 0; i < 8; i++) arena.write(i, 0, randomBytes(rand, blockBytes));
+    const blocks = [0, 3, 7, 3].map((index, k) => ({ index, length: [blockBytes, 1000, 0, 17][k]! }));
+    expect(await arena.checksums(blocks)).toEqual(blocks.map((b) => arena.checksum(b.index, 0, b.length)));
+    expect(await arena.checksums([])).toEqual([]);
+    const code = (p: Promise<unknown>): Promise<string> =>
+      p.then(
+        () => 'resolved',
+        (e: unknown) => (isKvfError(e) ? e.codeName : String(e)),
+      );
+    expect(await code(arena.checksums([{ index: 8, length: 1 }]))).toBe('OUT_OF_RANGE');
+    expect(await code(arena.checksums([{ index: 0, length: blockBytes + 1 }]))).toBe('OUT_OF_RANGE');
+  });
+
+  it('prefaults a host arena off the event loop without changing a byte', async () => {
+    const blockBytes = 1 << 20;
+    const arena = openArena({ kind: 'host', blockBytes, blockCount: 16 });
+    const data = randomBytes(prng(3), blockBytes);
+    arena.write(5, 0, data);
+    const r = await arena.prefault();
+    // Linux >= 5.14 has MADV_POPULATE_WRITE (CI and this project's hosts do).
+    expect(r.method).toBe('populate');
+    expect(r.ms).toBeGreaterThanOrEqual(0);
+    expect(arena.checksum(5)).toBe(crc32cRef(data));
+    expect(arena.checksum(6)).toBe(crc32c(new Uint8Array(blockBytes))); // untouched blocks stay zero
+    arena.close();
+    const after = await arena.prefault().then(
+      () => 'resolved',
+      (e: unknown) => (isKvfError(e) ? e.codeName : String(e)),
+    );
+    expect(after).toBe('CLOSED');
   });
 
   it('gives zero-copy views that stay valid after close', () => {

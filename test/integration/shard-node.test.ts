@@ -62,7 +62,11 @@ describe('shard node endpoints (in process, real NATS, Redis and UCX)', () => {
   const rkeys = new Map<string, RemoteKey>();
   let epoch = 1;
 
-  async function startNode(nodeId: string, o: Partial<ShardNodeOptions> = {}): Promise<ShardNode> {
+  async function startNode(
+    nodeId: string,
+    o: Partial<ShardNodeOptions> = {},
+    logger = createLogger(`shard-node.${nodeId}`, { level: 'warn' }),
+  ): Promise<ShardNode> {
     const node = new ShardNode(
       {
         nodeId,
@@ -75,7 +79,7 @@ describe('shard node endpoints (in process, real NATS, Redis and UCX)', () => {
         batchBlocksMax: 64,
         ...o,
       },
-      { nc, ucx, index, buckets, logger: createLogger(`shard-node.${nodeId}`, { level: 'warn' }) },
+      { nc, ucx, index, buckets, logger },
     );
     await node.start();
     nodes.push(node);
@@ -513,6 +517,26 @@ describe('shard node endpoints (in process, real NATS, Redis and UCX)', () => {
         locateReplySchema,
       ),
     ).rejects.toMatchObject({ codeName: 'BAD_REQUEST' });
+  });
+
+  it('prefaults its host arena in the background when shard.prefault is on, and serves meanwhile', async () => {
+    const lines: string[] = [];
+    const node = await startNode(
+      'n-prefault',
+      { prefault: true, arenaBytes: 64 * SLOT },
+      createLogger('shard-node.n-prefault', { level: 'info', write: (l) => lines.push(l) }),
+    );
+    // Serving already: its member record is published while pages may still be faulting in.
+    expect((await buckets.members.get('n-prefault'))?.value.length).toBeGreaterThan(0);
+    await waitFor('the prefault log line', () => lines.some((l) => l.includes('arena prefaulted')), 30_000);
+    const rec = JSON.parse(lines.find((l) => l.includes('arena prefaulted'))!) as {
+      model: string;
+      ms: number;
+    };
+    expect(rec.model).toBe(MODEL);
+    expect(rec.ms).toBeGreaterThanOrEqual(0);
+    await node.stop();
+    nodes.splice(nodes.indexOf(node), 1);
   });
 
   it('registers as a NATS micro service ($SRV ping, info, stats)', async () => {

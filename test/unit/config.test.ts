@@ -65,6 +65,7 @@ describe('config defaults', () => {
       shard: {
         arenaBytes: 256 * 1024 * 1024,
         arenaKind: 'auto',
+        prefault: true,
         allocTimeoutMs: 30000,
         readLeaseMs: 10000,
         blockTtlSeconds: 86400,
