@@ -477,6 +477,8 @@ export interface NativeUcxEndpointHandle {
   readonly dead: boolean;
   unpackRkey(packed: Uint8Array): number;
   submit(kind: 'get' | 'put', ops: NativeUcxOp[]): Promise<NativeUcxOpStatus[]>;
+  direct(kind: 'get' | 'put', ops: NativeUcxOp[], checksum: boolean): Promise<Uint32Array | undefined>;
+  rkeyMapped(rkey: number): boolean;
   close(): void;
 }
 
@@ -603,6 +605,16 @@ export interface OpResult {
   error?: KvfError;
 }
 
+/** What directBatch returns: per-op results and, when asked, each op's local CRC-32C. */
+export interface DirectResult {
+  results: OpResult[];
+  /** CRC-32C of each op's local range after the copy (for a get: the bytes received). */
+  checksums?: number[];
+}
+
+/** Thread-pool tasks one direct batch is split into (libuv's pool has 4 threads by default). */
+const DIRECT_TASKS_MAX = Math.max(1, Number(process.env['UV_THREADPOOL_SIZE'] ?? 4));
+
 function toNativeOp(op: TransferOp): NativeUcxOp {
   return {
     remoteAddress: op.remoteAddress,
@@ -667,6 +679,65 @@ export class Endpoint {
   /** All ops in flight, then one flush: every ok result is visible to the peer. */
   async putBatch(ops: TransferOp[]): Promise<OpResult[]> {
     return this.#batch('put', ops);
+  }
+
+  /**
+   * Whether the peer's memory behind `rkey` is mapped into this process by UCX (ucp_rkey_ptr:
+   * a same-host peer over shared memory), so directBatch can move it.
+   */
+  mapped(rkey: RemoteKey): boolean {
+    this.#checkOpen();
+    return callNative(() => this.#handle.rkeyMapped(rkey.id));
+  }
+
+  /**
+   * The ops moved by thread-pool threads through the peer's memory as UCX mapped it (every rkey
+   * must be `mapped`): the one-sided transfer of a shared-memory transport done by memcpy on
+   * several threads instead of one progress thread, with the CRC-32C of each op's local range
+   * computed right after its copy when `checksum` is set. A dead peer fails every op
+   * (PEER_UNREACHABLE) like getBatch/putBatch; a bad op rejects (BAD_REQUEST, OUT_OF_RANGE).
+   * For puts the bytes are visible to the peer when this resolves (same-host cache coherence).
+   */
+  async directBatch(kind: 'get' | 'put', ops: TransferOp[], checksum = false): Promise<DirectResult> {
+    if (ops.length === 0) return { results: [], ...(checksum ? { checksums: [] } : {}) };
+    const native = ops.map(toNativeOp);
+    // Contiguous parts of about equal bytes, one task each.
+    const total = native.reduce((a, o) => a + o.length, 0);
+    const tasks = Math.min(DIRECT_TASKS_MAX, native.length);
+    const parts: NativeUcxOp[][] = [];
+    let cur: NativeUcxOp[] = [];
+    let bytes = 0;
+    for (const o of native) {
+      cur.push(o);
+      bytes += o.length;
+      if (bytes >= total / tasks && parts.length < tasks - 1) {
+        parts.push(cur);
+        cur = [];
+        bytes = 0;
+      }
+    }
+    if (cur.length > 0) parts.push(cur);
+    let p: Promise<(Uint32Array | undefined)[]>;
+    try {
+      this.#checkOpen();
+      p = Promise.all(parts.map((part) => callNative(() => this.#handle.direct(kind, part, checksum))));
+    } catch (err) {
+      throw fromNativeError(err);
+    }
+    this.#pending.add(p);
+    try {
+      const crcs = await p;
+      return {
+        results: ops.map(() => ({ ok: true })),
+        ...(checksum ? { checksums: crcs.flatMap((c) => [...(c ?? [])]) } : {}),
+      };
+    } catch (err) {
+      const e = fromNativeError(err);
+      if (e.codeName !== 'PEER_UNREACHABLE') throw e;
+      return { results: ops.map(() => ({ ok: false, error: e })) };
+    } finally {
+      this.#pending.delete(p);
+    }
   }
 
   /** Waits for in-flight ops to settle, then closes; later ops reject with CLOSED. Idempotent. */

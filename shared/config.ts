@@ -77,7 +77,7 @@ export interface KvfConfig {
     hotCopiesMax: number;
     hotCopyTtlMs: number;
   };
-  ucx: { transports?: string; opTimeoutMs: number; netDevices?: string };
+  ucx: { transports?: string; opTimeoutMs: number; direct: boolean; netDevices?: string };
   models: { builtin: string[] };
   log: { level: ConfigLogLevel };
   metrics: { port: number; host: string };
@@ -361,6 +361,12 @@ export const KEYS: readonly KeySpec[] = [
     kind: { t: 'duration', min: 1 },
     default: 10000,
     doc: 'Timeout of one UCX get/put batch.',
+  },
+  {
+    key: 'ucx.direct',
+    kind: { t: 'bool' },
+    default: true,
+    doc: "Same-host peers over shared memory: SDK transfers memcpy through the peer's memory as UCX maps it (ucp_rkey_ptr) on several thread-pool threads instead of ucp_get/ucp_put on the progress thread. Other peers always use ucp_get/ucp_put.",
   },
   {
     key: 'ucx.netDevices',

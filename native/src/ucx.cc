@@ -11,12 +11,16 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "arena.h"
+#include "checksum.h"
+#include "async_work.h"
 #include "js_args.h"
 #include "ucx_core.h"
 #include "ucx_wire.h"
@@ -195,6 +199,16 @@ struct RkeyInfo {
   ucp_rkey_h rkey;
   uint64_t base;
   uint64_t length;
+  // The peer's region mapped into this process by UCX (ucp_rkey_ptr: shared-memory transports),
+  // linear over [base, base + length); nullptr when UCX cannot map it (tcp, RDMA, device memory).
+  uint8_t* mapped = nullptr;
+};
+
+// One direct copy: between a local range and the peer's mapped memory.
+struct DirectOp {
+  uint8_t* local;
+  uint8_t* remote;
+  size_t length;
 };
 
 class WorkerWrap;
@@ -205,6 +219,8 @@ class EndpointWrap : public Napi::ObjectWrap<EndpointWrap> {
     return DefineClass(env, "NativeUcxEndpoint",
                        {InstanceMethod<&EndpointWrap::UnpackRkey>("unpackRkey"),
                         InstanceMethod<&EndpointWrap::Submit>("submit"),
+                        InstanceMethod<&EndpointWrap::Direct>("direct"),
+                        InstanceMethod<&EndpointWrap::RkeyMapped>("rkeyMapped"),
                         InstanceAccessor<&EndpointWrap::Dead>("dead"),
                         InstanceMethod<&EndpointWrap::Close>("close")});
   }
@@ -220,6 +236,8 @@ class EndpointWrap : public Napi::ObjectWrap<EndpointWrap> {
  private:
   Napi::Value UnpackRkey(const Napi::CallbackInfo& info);
   Napi::Value Submit(const Napi::CallbackInfo& info);
+  Napi::Value Direct(const Napi::CallbackInfo& info);
+  Napi::Value RkeyMapped(const Napi::CallbackInfo& info);
   Napi::Value Dead(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), ep_ && ep_->dead.load());
   }
@@ -564,7 +582,20 @@ Napi::Value EndpointWrap::UnpackRkey(const Napi::CallbackInfo& info) {
     if (st != UCS_OK) Fail(Code::BadRequest, std::string("ucp_ep_rkey_unpack: ") + ucs_status_string(st));
     ep_->rkeys[id] = rkey;
   });
-  rkeys_[id] = RkeyInfo{rkey, opened.base, opened.length};
+  RkeyInfo ri{rkey, opened.base, opened.length, nullptr};
+  if (opened.length > 0) {
+    core_->RunSync([&] {
+      void* first = nullptr;
+      void* last = nullptr;
+      if (ucp_rkey_ptr(rkey, opened.base, &first) == UCS_OK &&
+          ucp_rkey_ptr(rkey, opened.base + opened.length - 1, &last) == UCS_OK &&
+          static_cast<uint8_t*>(last) - static_cast<uint8_t*>(first) ==
+              static_cast<std::ptrdiff_t>(opened.length - 1)) {
+        ri.mapped = static_cast<uint8_t*>(first);
+      }
+    });
+  }
+  rkeys_[id] = ri;
   return Napi::Number::New(info.Env(), id);
 }
 
@@ -616,6 +647,106 @@ Napi::Value EndpointWrap::Submit(const Napi::CallbackInfo& info) {
   batch->js = baton.release();
   worker_->Track(env, batch.release());
   return promise;
+}
+
+// rkeyMapped(id) -> boolean: whether direct() can serve ops on this rkey.
+Napi::Value EndpointWrap::RkeyMapped(const Napi::CallbackInfo& info) {
+  CheckOpen();
+  auto it = rkeys_.find(static_cast<uint32_t>(SizeArg(info, 0, "rkey", 4294967295.0)));
+  return Napi::Boolean::New(info.Env(), it != rkeys_.end() && it->second.mapped != nullptr);
+}
+
+// direct(kind: 'get'|'put', ops, checksum: boolean) -> Promise<Uint32Array | undefined>
+// The same ops as submit(), moved by a thread-pool thread through the peer's memory as UCX mapped
+// it (ucp_rkey_ptr), with the CRC-32C of each op's local range afterwards when asked (for a get,
+// of the bytes just received, while they are still in cache). Every op must use a mapped rkey
+// (BAD_REQUEST otherwise). All ops succeed or the promise rejects: the copies are memcpys
+// that cannot fail half-way, and a peer found dead after copying rejects with PEER_UNREACHABLE.
+Napi::Value EndpointWrap::Direct(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen();
+  std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (kind != "get" && kind != "put") Fail(Code::BadRequest, "kind must be get or put");
+  if (!info[1].IsArray()) Fail(Code::BadRequest, "ops must be an array");
+  const bool checksum = info[2].ToBoolean();
+  if (ep_->dead.load()) Fail(Code::PeerUnreachable, "endpoint failed: peer unreachable");
+  Napi::Array ops = info[1].As<Napi::Array>();
+  const uint32_t n = ops.Length();
+  auto descs = std::make_shared<std::vector<DirectOp>>();
+  descs->reserve(n);
+  std::vector<Napi::Value> keep;
+  keep.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    Napi::Value v = ops.Get(i);
+    if (!v.IsObject()) Fail(Code::BadRequest, "op " + std::to_string(i) + " must be an object");
+    Napi::Object o = v.As<Napi::Object>();
+    Napi::Value local = o.Get("local");
+    Bytes b = TypedBytes(local, "local");
+    const uint64_t off = static_cast<uint64_t>(NumberProp(o, "localOffset", 0));
+    const uint64_t len = static_cast<uint64_t>(NumberProp(o, "length", 0));
+    const uint64_t remote = BigIntArg(o.Get("remoteAddress"), "remoteAddress");
+    const uint32_t rk = static_cast<uint32_t>(NumberProp(o, "rkey", 0));
+    if (len == 0) Fail(Code::BadRequest, "op " + std::to_string(i) + ": length must be positive");
+    if (off > b.length || len > b.length - off) {
+      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": local range [" + std::to_string(off) + ", +" +
+                                 std::to_string(len) + ") exceeds the " + std::to_string(b.length) +
+                                 "-byte buffer");
+    }
+    auto it = rkeys_.find(rk);
+    if (it == rkeys_.end()) Fail(Code::BadRequest, "op " + std::to_string(i) + ": unknown rkey id");
+    const RkeyInfo& ri = it->second;
+    if (ri.mapped == nullptr) {
+      Fail(Code::BadRequest, "op " + std::to_string(i) + ": the peer's memory is not mapped here (no direct path)");
+    }
+    if (remote < ri.base || remote - ri.base > ri.length || len > ri.length - (remote - ri.base)) {
+      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": remote range exceeds the registered region (" +
+                                 std::to_string(ri.length) + " bytes)");
+    }
+    descs->push_back(DirectOp{b.data + off, ri.mapped + (remote - ri.base), static_cast<size_t>(len)});
+    keep.push_back(local);
+  }
+  const bool get = kind == "get";
+  auto crcs = std::make_shared<std::vector<uint32_t>>(checksum ? n : 0);
+  std::shared_ptr<ucx::EpCore> ep = ep_;
+  ep->direct_inflight.fetch_add(1);
+  // Counted from here until the copies end (on the pool thread, so a worker shutdown on the JS
+  // thread that waits for the count cannot deadlock on the promise's settlement); a task that
+  // never ran gives its count back when it is destroyed.
+  struct Inflight {
+    std::shared_ptr<ucx::EpCore> ep;
+    std::atomic<bool> released{false};
+    void Release() {
+      if (!released.exchange(true)) ep->direct_inflight.fetch_sub(1);
+    }
+    ~Inflight() { Release(); }
+  };
+  auto guard = std::make_shared<Inflight>();
+  guard->ep = ep;
+  return PromiseWork::Start(
+      env, "kvf.ucxDirect",
+      [descs, crcs, get, checksum, guard] {
+        struct Scope {
+          Inflight* g;
+          ~Scope() { g->Release(); }
+        } scope{guard.get()};
+        for (size_t k = 0; k < descs->size(); ++k) {
+          const DirectOp& d = (*descs)[k];
+          if (get) {
+            std::memcpy(d.local, d.remote, d.length);
+          } else {
+            std::memcpy(d.remote, d.local, d.length);
+          }
+          if (checksum) (*crcs)[k] = Crc32c(d.local, d.length);
+        }
+        if (guard->ep->dead.load()) Fail(Code::PeerUnreachable, "peer failed during a direct copy");
+      },
+      [crcs, checksum](Napi::Env e) -> Napi::Value {
+        if (!checksum) return e.Undefined();
+        Napi::Uint32Array out = Napi::Uint32Array::New(e, crcs->size());
+        for (size_t k = 0; k < crcs->size(); ++k) out[k] = (*crcs)[k];
+        return out;
+      },
+      keep);
 }
 
 Napi::Value EndpointWrap::Close(const Napi::CallbackInfo& info) {

@@ -1,6 +1,8 @@
 // UCX core: context, worker, progress thread, one-sided ops with deadlines. See ucx_core.h.
 #include "ucx_core.h"
 
+#include <thread>
+
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -367,10 +369,17 @@ void WorkerCore::FailEp(EpCore* ep, Code code, const std::string& why) {
   ep->ep = nullptr;
 }
 
+// Direct copies read or write the peer's segment through the rkey's mapping: wait for them
+// (they are plain memcpys of at most a window, milliseconds) before the mapping goes.
+static void WaitDirectCopies(EpCore* ep) {
+  while (ep->direct_inflight.load() > 0) std::this_thread::yield();
+}
+
 void WorkerCore::CloseEp(const std::shared_ptr<EpCore>& ep, std::function<void()> done) {
   FailEp(ep.get(), Code::Closed, "endpoint closed");
   // rkeys may still be referenced by requests that UCX has not called back yet; keep them then.
   if (ep->pending.empty()) {
+    WaitDirectCopies(ep.get());
     for (auto& [id, rkey] : ep->rkeys) ucp_rkey_destroy(rkey);
     ep->rkeys.clear();
   }
@@ -525,6 +534,7 @@ void WorkerCore::CloseAll() {
   }
   live_.clear();
   for (auto& ep : eps_) {
+    WaitDirectCopies(ep.get());
     for (auto& [id, rkey] : ep->rkeys) ucp_rkey_destroy(rkey);
     ep->rkeys.clear();
   }

@@ -83,6 +83,9 @@ struct EpCore {
   Code fail_code = Code::PeerUnreachable;
   std::string fail_message;
   std::atomic<bool> dead{false};  // readable from JS: peer failed / timed out
+  // Direct (rkey_ptr) copies running on thread-pool threads over this endpoint's mapped rkeys:
+  // rkeys (and with them the peer's attached segments) are destroyed only once it is 0.
+  std::atomic<int> direct_inflight{0};
   int64_t op_timeout_ns = 0;
   // Same-host peer: the progress thread also watches its process (faster than UCX keepalive).
   bool watch_pid = false;

@@ -41,9 +41,23 @@ export interface UcxClientOptions {
   windowBytes?: number;
   /** Ops one batch keeps in flight to one node. @default 64 */
   windowOps?: number;
+  /**
+   * Move bytes to and from a same-host node through its memory as UCX maps it (ucp_rkey_ptr over
+   * shared-memory transports) with memcpy on libuv's thread pool, several threads per batch,
+   * instead of ucp_get/ucp_put on the single progress thread; nodes whose memory UCX cannot map
+   * (tcp, RDMA, device memory) always use ucp_get/ucp_put. @default true, unless the
+   * environment sets KVFABRIC_UCX_DIRECT=false (config ucx.direct)
+   */
+  direct?: boolean;
 }
 
 export { transferWindows };
+
+/**
+ * Called as each window of a batch completes: ops first .. first + results.length - 1, with the
+ * CRC-32C of each op's local bytes when the transfer computed them (direct gets).
+ */
+export type WindowDone = (first: number, results: readonly OpResult[], checksums?: readonly number[]) => void;
 
 interface SharedWorker {
   worker: UcxWorker;
@@ -120,9 +134,18 @@ export class DataPlane {
     return buffer;
   }
 
-  /** Per-op outcomes; a failure of the whole batch (peer gone) rejects with a KvfError. */
-  get(member: MemberRecord, model: string, transfers: readonly BlockTransfer[]): Promise<OpResult[]> {
-    return this.run('get', member, model, transfers);
+  /**
+   * Per-op outcomes; a failure of the whole batch (peer gone) rejects with a KvfError.
+   * `onWindow(first, results)` is called as each window of transfers completes (ops first ..
+   * first + results.length - 1), so a caller can verify those bytes while later windows move.
+   */
+  get(
+    member: MemberRecord,
+    model: string,
+    transfers: readonly BlockTransfer[],
+    onWindow?: WindowDone,
+  ): Promise<OpResult[]> {
+    return this.run('get', member, model, transfers, onWindow);
   }
 
   put(member: MemberRecord, model: string, transfers: readonly BlockTransfer[]): Promise<OpResult[]> {
@@ -147,6 +170,12 @@ export class DataPlane {
     this.worker = undefined;
   }
 
+  private directOn(): boolean {
+    // Embedded clients read the deployment's switch (config ucx.direct) from the environment.
+    const env = process.env['KVFABRIC_UCX_DIRECT']?.trim().toLowerCase();
+    return this.opts.direct ?? !(env === 'false' || env === '0');
+  }
+
   private ucx(): UcxWorker {
     if (this.closed) throw new KvfError('CLOSED', 'data plane is closed');
     this.worker ??= acquireWorker(this.opts);
@@ -158,6 +187,7 @@ export class DataPlane {
     member: MemberRecord,
     model: string,
     transfers: readonly BlockTransfer[],
+    onWindow?: WindowDone,
   ): Promise<OpResult[]> {
     if (transfers.length === 0) return [];
     const { peer, rkey } = this.peerFor(member, model);
@@ -175,8 +205,19 @@ export class DataPlane {
         this.opts.windowBytes ?? 64 * 1024 * 1024,
         this.opts.windowOps ?? 64,
       );
+      const direct = this.directOn() && peer.endpoint.mapped(rkey);
       for (const w of windows) {
-        results.push(...(kind === 'get' ? await peer.endpoint.getBatch(w) : await peer.endpoint.putBatch(w)));
+        const first = results.length;
+        if (direct) {
+          // Gets come back with each block's CRC, computed right after its copy (cache-hot).
+          const d = await peer.endpoint.directBatch(kind, w, kind === 'get' && onWindow !== undefined);
+          results.push(...d.results);
+          onWindow?.(first, d.results, d.checksums);
+        } else {
+          const got = kind === 'get' ? await peer.endpoint.getBatch(w) : await peer.endpoint.putBatch(w);
+          results.push(...got);
+          onWindow?.(first, got);
+        }
         if (results.some((r) => !r.ok && r.error?.codeName === 'PEER_UNREACHABLE')) break;
       }
       // A dead peer ends the batch: the ops never submitted fail with the same error.

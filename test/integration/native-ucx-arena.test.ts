@@ -238,5 +238,38 @@ for (const { transport, spinUs } of cases) {
       const { crc } = await server.request('crc', { region: remote.region });
       expect(crc).toBe(await localCrc());
     });
+
+    it('direct: mapped over shared memory only; gets and puts byte-exact, with per-block CRCs', async () => {
+      expect(ep.mapped(rkey)).toBe(transport === 'sm');
+      if (transport !== 'sm') {
+        // No mapping over tcp: directBatch refuses (the SDK uses getBatch/putBatch there).
+        await expect(ep.directBatch('get', ops().slice(0, 1))).rejects.toMatchObject({
+          codeName: 'BAD_REQUEST',
+        });
+        return;
+      }
+      // put fresh bytes directly, check them on the peer; zero ours; get them back directly.
+      for (let i = 0; i < mine.arena.blockCount; i++) mine.arena.write(i, 0, random(MiB));
+      const want = await localCrc();
+      const put = await ep.directBatch('put', ops());
+      expect(put.results.every((r) => r.ok)).toBe(true);
+      expect(put.checksums).toBeUndefined();
+      expect((await server.request('crc', { region: remote.region })).crc).toBe(want);
+      for (let i = 0; i < mine.arena.blockCount; i++) mine.arena.write(i, 0, new Uint8Array(MiB));
+      const got = await ep.directBatch('get', ops(), true);
+      expect(got.results.every((r) => r.ok)).toBe(true);
+      expect(await localCrc()).toBe(want);
+      expect(got.checksums).toEqual(
+        Array.from({ length: mine.arena.blockCount }, (_, i) => crc32c(mine.arena.hostView(i) as Buffer)),
+      );
+      // Bad ops reject before anything moves.
+      const [first] = ops();
+      await expect(
+        ep.directBatch('get', [{ ...first!, remoteAddress: first!.remoteAddress + BigInt(ARENA_BYTES) }]),
+      ).rejects.toMatchObject({ codeName: 'OUT_OF_RANGE' });
+      await expect(ep.directBatch('get', [{ ...first!, length: MiB + 1 }])).rejects.toMatchObject({
+        codeName: 'OUT_OF_RANGE',
+      });
+    });
   });
 }
