@@ -6,6 +6,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -612,8 +613,14 @@ export interface DirectResult {
   checksums?: number[];
 }
 
-/** Thread-pool tasks one direct batch is split into (libuv's pool has 4 threads by default). */
-const DIRECT_TASKS_MAX = Math.max(1, Number(process.env['UV_THREADPOOL_SIZE'] ?? 4));
+/**
+ * Thread-pool tasks one direct batch is split into: no more than libuv's pool has threads
+ * (UV_THREADPOOL_SIZE, default 4) nor the host has cores (more only adds switching).
+ */
+const DIRECT_TASKS_MAX = Math.max(
+  1,
+  Math.min(Number(process.env['UV_THREADPOOL_SIZE'] ?? 4), availableParallelism()),
+);
 
 function toNativeOp(op: TransferOp): NativeUcxOp {
   return {

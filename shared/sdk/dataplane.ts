@@ -54,6 +54,18 @@ export interface UcxClientOptions {
 export { transferWindows };
 
 /**
+ * Where the direct path beats ucp_get/ucp_put on the progress thread (`kvfabric bench transfer`,
+ * docs/benchmarks.md): several ops of 2 MiB or more, which the thread pool copies in parallel
+ * (1.3x to 2.6x). A single op, or ops of 1 MiB, go faster through UCX (no thread-pool handoff).
+ */
+export const DIRECT_MIN_OP_BYTES = 2 * 1024 * 1024;
+export function directPays(window: readonly { length: number }[]): boolean {
+  if (window.length < 2) return false;
+  const bytes = window.reduce((a, t) => a + t.length, 0);
+  return bytes / window.length >= DIRECT_MIN_OP_BYTES;
+}
+
+/**
  * Called as each window of a batch completes: ops first .. first + results.length - 1, with the
  * CRC-32C of each op's local bytes when the transfer computed them (direct gets).
  */
@@ -205,10 +217,10 @@ export class DataPlane {
         this.opts.windowBytes ?? 64 * 1024 * 1024,
         this.opts.windowOps ?? 64,
       );
-      const direct = this.directOn() && peer.endpoint.mapped(rkey);
+      const mapped = this.directOn() && peer.endpoint.mapped(rkey);
       for (const w of windows) {
         const first = results.length;
-        if (direct) {
+        if (mapped && directPays(w)) {
           // Gets come back with each block's CRC, computed right after its copy (cache-hot).
           const d = await peer.endpoint.directBatch(kind, w, kind === 'get' && onWindow !== undefined);
           results.push(...d.results);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { transferWindows } from '../../shared/sdk/dataplane.js';
+import { DIRECT_MIN_OP_BYTES, directPays, transferWindows } from '../../shared/sdk/dataplane.js';
 
 describe('transferWindows', () => {
   const ops = (lens: number[]) => lens.map((length, i) => ({ length, i }));
@@ -20,5 +20,24 @@ describe('transferWindows', () => {
     expect(w.map((x) => x.length)).toEqual([3, 3, 3, 1]);
     expect(w.flat()).toEqual(input);
     expect(transferWindows([], 10, 10)).toEqual([]);
+  });
+});
+
+describe('directPays', () => {
+  const MiB = 1024 * 1024;
+  const w = (lens: number[]) => lens.map((length) => ({ length }));
+
+  it('takes the direct path for several ops of DIRECT_MIN_OP_BYTES or more on average', () => {
+    expect(DIRECT_MIN_OP_BYTES).toBe(2 * MiB);
+    expect(directPays(w([2 * MiB, 2 * MiB]))).toBe(true);
+    expect(directPays(w([8 * MiB, 8 * MiB, 8 * MiB]))).toBe(true);
+    expect(directPays(w([3 * MiB, 1 * MiB]))).toBe(true);
+  });
+
+  it('leaves single ops and small ops to ucp_get/ucp_put', () => {
+    expect(directPays(w([64 * MiB]))).toBe(false);
+    expect(directPays(w([1 * MiB, 1 * MiB, 1 * MiB]))).toBe(false);
+    expect(directPays(w([2 * MiB, 2 * MiB - 2]))).toBe(false);
+    expect(directPays([])).toBe(false);
   });
 });

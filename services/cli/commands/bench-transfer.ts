@@ -46,6 +46,8 @@ export interface BenchTransferOptions {
   /** ucx_perftest iterations cap per case. @default 1000 */
   perftestIterationsMax: number;
   perftest: boolean;
+  /** Also measure the direct path (sm, arena memory). @default true */
+  direct: boolean;
   /**
    * Runs per case for kvfabric, ucx_perftest and memcpy alike, interleaved case by case; rows
    * carry the median and JSON the [min, max] range (this host is shared and noisy). @default 1
@@ -71,6 +73,8 @@ export interface BenchRow {
   arenaGbps: number | null;
   /** kvfabric from a plain registered mmap arena; null unless --remote-memory has mmap-arena. */
   mmapArenaGbps: number | null;
+  /** kvfabric's direct path (Endpoint.directBatch) from the arena; sm only, null otherwise or with --no-direct. */
+  directGbps: number | null;
   perftestGbps: number | null;
   memcpyGbps: number;
   /** [min, max] over --repeat runs for each figure above. */
@@ -89,7 +93,7 @@ const PERFTEST_TIMEOUT_MS = 60_000;
 
 const USAGE = `usage: kvfabric bench transfer [--sizes 64K,1M,64M] [--transports sm,tcp] [--ops get,put]
        [--inflight 1,8] [--lanes 2] [--bytes-per-case 512M] [--progress event|busy] [--spin-us N]
-       [--remote-memory alloc,arena,mmap-arena] [--perftest-iterations 1000] [--no-perftest]
+       [--remote-memory alloc,arena,mmap-arena] [--perftest-iterations 1000] [--no-perftest] [--no-direct]
        [--repeat 1] [--json]`;
 
 function parseSize(text: string): number {
@@ -108,6 +112,7 @@ export function parseBenchArgs(argv: string[]): BenchTransferOptions {
     bytesPerCase: 512 * MiB,
     perftestIterationsMax: 1000,
     perftest: true,
+    direct: true,
     repeat: 1,
     lanes: 2,
     progress: 'event',
@@ -130,6 +135,7 @@ export function parseBenchArgs(argv: string[]): BenchTransferOptions {
     else if (flag === '--bytes-per-case') o.bytesPerCase = parseSize(value());
     else if (flag === '--perftest-iterations') o.perftestIterationsMax = Number(value());
     else if (flag === '--no-perftest') o.perftest = false;
+    else if (flag === '--no-direct') o.direct = false;
     else if (flag === '--repeat') o.repeat = Number(value());
     else if (flag === '--lanes') o.lanes = Number(value());
     else if (flag === '--remote-memory') o.remoteMemory = list() as RemoteMemory[];
@@ -205,6 +211,7 @@ async function kvfGbps(
   op: 'get' | 'put',
   blockBytes: number,
   inflight: number,
+  direct = false,
 ): Promise<number> {
   const remote = pair.remotes.get(mode);
   if (!remote) throw new KvfError('INTERNAL', `no ${mode} region`);
@@ -218,6 +225,7 @@ async function kvfGbps(
     blockBytes,
     ...splitInflight(inflight, o.lanes),
     pattern: 'repeat',
+    direct,
   };
   await pair.client.request('run', { ...args, totalBytes: blockBytes * inflight });
   const totalBytes = Math.max(o.bytesPerCase, blockBytes * Math.max(8, inflight));
@@ -336,11 +344,18 @@ export async function runBenchTransfer(o: BenchTransferOptions): Promise<BenchRo
                 if (!kvf.has(key)) kvf.set(key, new Samples());
                 kvf.get(key)?.add(await kvfGbps(o, pair, mode, op, blockBytes, inflight));
               }
+              // The SDK's path to a same-host node: the arena moved by directBatch (sm only).
+              if (o.direct && transport === 'sm' && pair.remotes.has('arena')) {
+                const key = `direct/${inflight}`;
+                if (!kvf.has(key)) kvf.set(key, new Samples());
+                kvf.get(key)?.add(await kvfGbps(o, pair, 'arena', op, blockBytes, inflight, true));
+              }
             }
             if (o.perftest) pt.add(await perftestGbps(o, transport, op, blockBytes));
           }
           for (const inflight of o.inflight) {
-            const fig = (mode: RemoteMemory): Samples | undefined => kvf.get(`${mode}/${inflight}`);
+            const fig = (mode: RemoteMemory | 'direct'): Samples | undefined =>
+              kvf.get(`${mode}/${inflight}`);
             const main = fig('alloc') ?? fig(o.remoteMemory[0] as RemoteMemory);
             const mc = memcpy.get(blockBytes) as Samples;
             const ranges: Record<string, [number, number]> = {};
@@ -348,6 +363,7 @@ export async function runBenchTransfer(o: BenchTransferOptions): Promise<BenchRo
               ['gbps', main],
               ['arenaGbps', fig('arena')],
               ['mmapArenaGbps', fig('mmap-arena')],
+              ['directGbps', fig('direct')],
               ['perftestGbps', pt],
               ['memcpyGbps', mc],
             ];
@@ -367,6 +383,7 @@ export async function runBenchTransfer(o: BenchTransferOptions): Promise<BenchRo
               gbps: med(main) ?? 0,
               arenaGbps: med(fig('arena')),
               mmapArenaGbps: med(fig('mmap-arena')),
+              directGbps: med(fig('direct')),
               perftestGbps: med(pt),
               memcpyGbps: med(mc) ?? 0,
               ranges,
@@ -388,6 +405,7 @@ function round(x: number): number {
 function formatTable(rows: BenchRow[]): string {
   const hasArena = rows.some((r) => r.arenaGbps !== null);
   const hasMmap = rows.some((r) => r.mmapArenaGbps !== null);
+  const hasDirect = rows.some((r) => r.directGbps !== null);
   const pct = (a: number | null, b: number | null): string =>
     a !== null && b ? `${Math.round((a / b) * 100)}%` : '-';
   const num = (x: number | null): string => (x === null ? '-' : x.toFixed(2));
@@ -401,6 +419,9 @@ function formatTable(rows: BenchRow[]): string {
     ['alloc GB/s', (r) => num(r.gbps)],
     ...(hasArena ? ([['arena GB/s', (r) => num(r.arenaGbps)]] as [string, (r: BenchRow) => string][]) : []),
     ...(hasMmap ? ([['mmap GB/s', (r) => num(r.mmapArenaGbps)]] as [string, (r: BenchRow) => string][]) : []),
+    ...(hasDirect
+      ? ([['direct GB/s', (r) => num(r.directGbps)]] as [string, (r: BenchRow) => string][])
+      : []),
     ['perftest GB/s', (r) => num(r.perftestGbps)],
     ['memcpy GB/s', (r) => num(r.memcpyGbps)],
     ['alloc %pt', (r) => pct(r.gbps, r.perftestGbps)],
@@ -411,6 +432,12 @@ function formatTable(rows: BenchRow[]): string {
         ] as [string, (r: BenchRow) => string][])
       : []),
     ['alloc %memcpy', (r) => pct(r.gbps, r.memcpyGbps)],
+    ...(hasDirect
+      ? ([
+          ['direct %pt', (r) => pct(r.directGbps, r.perftestGbps)],
+          ['direct %memcpy', (r) => pct(r.directGbps, r.memcpyGbps)],
+        ] as [string, (r: BenchRow) => string][])
+      : []),
   ];
   const head = cols.map(([h]) => h);
   const body = rows.map((r) => cols.map(([, f]) => f(r)));

@@ -49,6 +49,8 @@ interface RunArgs {
   window?: number;
   /** Stop at the first failed op instead of throwing (chaos tests). */
   stopOnError?: boolean;
+  /** Move bytes with Endpoint.directBatch (memcpy through UCX's mapping of the peer's memory). */
+  direct?: boolean;
 }
 
 interface RunResult {
@@ -154,7 +156,9 @@ class Peer {
             length: a.blockBytes,
           });
         }
-        const results = await this.transfer(ep, a.op, ops);
+        const results = a.direct
+          ? await this.transferDirect(ep, a.op, ops)
+          : await this.transfer(ep, a.op, ops);
         res.ops += results.length;
         for (const r of results) {
           if (r === undefined) res.okOps++;
@@ -171,6 +175,12 @@ class Peer {
     res.bytes = res.okOps * a.blockBytes;
     res.settledAtMs = Date.now();
     return res;
+  }
+
+  /** The direct path (same-host shared memory only). Returns error codes (undefined = ok). */
+  async transferDirect(ep: Endpoint, op: 'get' | 'put', ops: TransferOp[]): Promise<(string | undefined)[]> {
+    const { results } = await ep.directBatch(op, ops);
+    return results.map((r) => (r.ok ? undefined : (r.error?.codeName ?? 'INTERNAL')));
   }
 
   /** One op: the single-op API (get/put); several: the batch API. Returns error codes (undefined = ok). */
