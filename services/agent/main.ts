@@ -118,7 +118,8 @@ export async function main(argv: string[]): Promise<number> {
   const signal = await shutdown.signal;
   log.info('stopping', { signal });
   await ops.beginDrain();
-  await agent.close();
+  // In-flight engine requests answer (bounded); new ones are refused with CLOSED.
+  await agent.close(config.shutdown.drainTimeoutMs);
   await client.close();
   await worker.close();
   await ops.close();

@@ -86,9 +86,14 @@ export class AgentServer {
   }
 
   /** Stops accepting, ends every session (their regions are freed), unlinks the socket. */
-  async close(): Promise<void> {
-    await new Promise<void>((r) => this.server.close(() => r()));
-    await Promise.allSettled([...this.sessions].map((s) => s.end()));
+  /**
+   * Stop: no new connections; each session refuses new requests (CLOSED) and gets up to
+   * `drainTimeoutMs` for the ones in flight to answer before its socket is ended (0: end now).
+   */
+  async close(drainTimeoutMs = 0): Promise<void> {
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    await Promise.allSettled([...this.sessions].map((s) => s.drain(drainTimeoutMs)));
+    await closed;
     this.regions.freeAll();
     try {
       unlinkSync(this.opts.socketPath);
@@ -129,6 +134,7 @@ class Session {
   private readonly decoder: FrameDecoder;
   private readonly inFlight = new Set<Promise<void>>();
   private open = true;
+  private draining = false;
   /** Resolves once the socket closed and every operation of this session settled. */
   readonly closed: Promise<void>;
 
@@ -153,6 +159,20 @@ class Session {
     this.sock.end();
     this.sock.destroySoon();
     await this.closed;
+  }
+
+  /** Refuse new requests, let in-flight ones answer for up to `timeoutMs`, then end. */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    if (timeoutMs > 0 && this.inFlight.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.inFlight]),
+        new Promise<void>((r) => (timer = setTimeout(r, timeoutMs))),
+      ]);
+      clearTimeout(timer);
+    }
+    await this.end();
   }
 
   private onData(data: Buffer): void {
@@ -185,6 +205,7 @@ class Session {
         );
       }
       if (!isAgentOp(op)) throw new KvfError('UNKNOWN_OPERATION', `unknown operation ${JSON.stringify(op)}`);
+      if (this.draining) throw new KvfError('CLOSED', 'the agent is shutting down');
       if (this.inFlight.size >= this.agent.limits.inFlightPerConnectionMax) {
         throw new KvfError(
           'BATCH_TOO_LARGE',

@@ -103,7 +103,22 @@ export async function main(argv: string[]): Promise<number> {
   placementWatch?.close();
   await coordinator.stop();
   await index.close();
-  await nc.drain().catch(() => nc.close());
+  // Requests already received are answered (nc.drain), within shutdown.drainTimeoutMs.
+  let timer: NodeJS.Timeout | undefined;
+  const drained = await Promise.race([
+    nc.drain().then(
+      () => true,
+      () => false,
+    ),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), config.shutdown.drainTimeoutMs))),
+  ]);
+  clearTimeout(timer);
+  if (!drained) {
+    log.warn('NATS drain did not finish in time; closing', {
+      drainTimeoutMs: config.shutdown.drainTimeoutMs,
+    });
+    await nc.close();
+  }
   await ops.close();
   return 0;
 }

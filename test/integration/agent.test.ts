@@ -218,4 +218,29 @@ describe('kvfabric agent', () => {
     expect((await a.ok('hello', {})).protocol).toBe(1);
     a.close();
   });
+
+  it('SIGTERM drains: every request sent before it is answered (ok, or CLOSED once draining), then exit 0', async () => {
+    const second = await startAgent(fixture.cluster, path.join(dir, 'drain.sock'));
+    const c = await AgentConn.open(second.socketPath);
+    const l = await layoutOf(c);
+    const chunks = 2;
+    const bytes = l.blockBytes.reduce((a, b) => a + b, 0) * chunks;
+    const src = (await c.ok('region_create', { bytes })) as { region: number; path: string };
+    writeRegion(src.path, fillPattern(bytes, 9));
+    const ids: number[] = [];
+    for (let k = 0; k < 24; k++) {
+      const tokens = tokensFor(100 + k, chunks * l.chunkTokens);
+      ids.push(c.send('put', { model: MODEL, tokens, region: src.region, offsets: offsetsFor(l, chunks) }));
+    }
+    const exited = new Promise<number | null>((r) => second.proc.once('exit', (code) => r(code)));
+    second.proc.kill('SIGTERM');
+    const replies = await Promise.all(ids.map((id) => c.next((r) => r.id === id && r.event === undefined)));
+    for (const r of replies) {
+      if (r.ok) expect(r.result?.tokensIndexed).toBe(chunks * l.chunkTokens);
+      else expect(r.error?.name).toBe('CLOSED');
+    }
+    expect(await exited).toBe(0);
+    await expect(AgentConn.open(second.socketPath)).rejects.toThrow();
+    c.close();
+  }, 60_000);
 });
