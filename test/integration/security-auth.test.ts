@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createUser } from '@nats-io/nkeys';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
@@ -16,6 +17,7 @@ import { PrefixIndex } from '../../shared/index/prefix-index.js';
 import { freePort, startNatsServer, type ServerHandle } from '../../shared/local-servers.js';
 import { natsConnectOptions } from '../../shared/nats-connect.js';
 import { redisOptions } from '../../shared/redis-options.js';
+import { buildDist } from '../harness/cluster.js';
 import { makeTestCerts, type TestCerts } from './tls-helpers.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'kvf-auth-'));
@@ -86,6 +88,36 @@ describe('NATS authentication from config', () => {
     await expect(connectAs(s.url, { nkeySeedFile: strangerFile })).rejects.toThrow(/authorization/i);
     await expect(connectAs(s.url, {})).rejects.toThrow(/authorization/i);
   });
+});
+
+describe('kvfabric status with the deployment credentials', () => {
+  beforeAll(() => buildDist());
+  it('connects with the configured token (then finds no coordinator); without it NATS refuses', async () => {
+    const s = await nats('authorization { token: "st4tus-s3cret" }\n');
+    const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'kvfabric.js');
+    const run = (env: Record<string, string>): Promise<{ code: number | null; stderr: string }> =>
+      new Promise((resolve) => {
+        const child = spawn(
+          process.execPath,
+          [bin, 'status', '--nats', s.url, '--redis', 'redis://127.0.0.1:1'],
+          {
+            env: { PATH: process.env.PATH ?? '', ...env },
+            stdio: ['ignore', 'ignore', 'pipe'],
+          },
+        );
+        let stderr = '';
+        child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+        child.once('exit', (code) => resolve({ code, stderr }));
+      });
+    const without = await run({});
+    expect(without.code).toBe(1);
+    expect(without.stderr).toMatch(/cannot reach NATS .*authorization/i);
+    const withToken = await run({ KVFABRIC_NATS_TOKEN: 'st4tus-s3cret' });
+    expect(withToken.code).toBe(1);
+    // Past authentication: the request found no coordinator (none runs on this server).
+    expect(withToken.stderr).toMatch(/no coordinator leader answered/);
+    expect(withToken.stderr).not.toMatch(/authorization/i);
+  }, 30_000);
 });
 
 describe('NATS TLS from config', () => {

@@ -5,7 +5,8 @@
  * index holds (for stranded bytes).
  */
 import { Kvm } from '@nats-io/kv';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
+import type { RedisOptions } from 'ioredis';
 import { CoordinatorClient } from '../../../shared/cluster/coordinator-client.js';
 import { readModel } from '../../../shared/cluster/models.js';
 import { KvfError, toKvfError } from '../../../shared/errors.js';
@@ -37,6 +38,10 @@ export interface GatherOptions {
   leaderWaitMs?: number;
   /** Hashes per Redis EXISTS pipeline. @default 4096 */
   indexBatchMax?: number;
+  /** NATS authentication and TLS (natsSecurityOptions of the deployment config). @default none */
+  natsSecurity?: Partial<ConnectionOptions>;
+  /** Redis ACL user, password and TLS (redisOptions of the deployment config). @default none */
+  redisSecurity?: RedisOptions;
 }
 
 export const GATHER_DEFAULTS = {
@@ -45,6 +50,8 @@ export const GATHER_DEFAULTS = {
   requestTimeoutMs: 3000,
   leaderWaitMs: 5000,
   indexBatchMax: 4096,
+  natsSecurity: {},
+  redisSecurity: {},
 } as const;
 
 export interface ModelFill {
@@ -116,6 +123,7 @@ export function placementGrid(table: PlacementTable): PlacementGrid {
 async function openNats(o: Required<GatherOptions>): Promise<NatsConnection> {
   try {
     return await connect({
+      ...o.natsSecurity,
       servers: o.natsUrl,
       name: 'kvfabric-status',
       timeout: o.connectTimeoutMs,
@@ -160,6 +168,7 @@ async function indexedHashes(
   const index = new PrefixIndex({
     url: o.redisUrl,
     keyPrefix: o.keyPrefix,
+    redis: o.redisSecurity,
     commandTimeoutMs: o.requestTimeoutMs,
   });
   try {

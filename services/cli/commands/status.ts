@@ -5,7 +5,11 @@
  * (.kvfabric/cluster.json), else the deployment config (KVFABRIC_CONFIG / KVFABRIC_* variables).
  * Exit 0: the cluster answered; 1: it could not be reached (or the index could not); 2: usage.
  */
+import type { ConnectionOptions } from '@nats-io/transport-node';
+import type { RedisOptions } from 'ioredis';
 import { loadConfig } from '../../../shared/config.js';
+import { natsSecurityOptions } from '../../../shared/nats-connect.js';
+import { redisOptions } from '../../../shared/redis-options.js';
 import { toKvfError } from '../../../shared/errors.js';
 import { pidAlive, readState, stateFilePath, type ClusterState } from './cluster-state.js';
 import { gatherStatus, type ClusterStatus } from './status-gather.js';
@@ -45,6 +49,9 @@ function parseArgs(argv: readonly string[]): StatusArgs | string {
 }
 
 interface Target {
+  /** Authentication and TLS from the deployment config (KVFABRIC_CONFIG and KVFABRIC_* variables). */
+  natsSecurity: Partial<ConnectionOptions>;
+  redisSecurity: RedisOptions;
   natsUrl: string;
   redisUrl: string;
   keyPrefix: string;
@@ -60,9 +67,12 @@ function resolveTarget(a: StatusArgs): Target {
       `${file} names a cluster whose \`kvfabric up\` (pid ${state.pid}) is no longer running; start one with \`kvfabric up\``,
     );
   }
+  // Credentials and TLS always come from the deployment config, whichever URLs are used.
+  const cfg = loadConfig(process.env.KVFABRIC_CONFIG ? { file: process.env.KVFABRIC_CONFIG } : {});
+  const security = { natsSecurity: natsSecurityOptions(cfg), redisSecurity: redisOptions(cfg) };
   if (a.nats !== undefined || state === undefined) {
-    const cfg = loadConfig(process.env.KVFABRIC_CONFIG ? { file: process.env.KVFABRIC_CONFIG } : {});
     return {
+      ...security,
       natsUrl: a.nats ?? cfg.nats.servers.join(','),
       redisUrl: a.redis ?? cfg.redis.url,
       keyPrefix: a.keyPrefix ?? cfg.redis.keyPrefix,
@@ -70,6 +80,7 @@ function resolveTarget(a: StatusArgs): Target {
     };
   }
   return {
+    ...security,
     natsUrl: state.natsUrl,
     redisUrl: a.redis ?? state.redisUrl,
     keyPrefix: a.keyPrefix ?? state.keyPrefix,
@@ -227,6 +238,8 @@ export async function run(argv: string[]): Promise<number> {
       natsUrl: target.natsUrl,
       redisUrl: target.redisUrl,
       keyPrefix: target.keyPrefix,
+      natsSecurity: target.natsSecurity,
+      redisSecurity: target.redisSecurity,
     });
   } catch (err) {
     process.stderr.write(`kvfabric status: cannot reach the cluster: ${toKvfError(err).message}\n`);
