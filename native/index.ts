@@ -874,7 +874,12 @@ export class UcxWorker {
    */
   openArena(opts: ArenaOptions): RegisteredArena {
     const c = compileArenaOptions(opts);
-    const noCuda = c.kind === 'auto' ? cudaUnusableReason() : undefined;
+    let noCuda = c.kind === 'auto' ? cudaUnusableReason() : undefined;
+    // A GPU, but a UCX build without CUDA support (Debian's libucx0): peers could not reach device
+    // memory one-sided, so 'auto' serves from host memory and says why ('cuda' fails at register).
+    if (c.kind === 'auto' && noCuda === undefined && this.info().cudaPath !== 'direct') {
+      noCuda = `this UCX build cannot register CUDA memory (memory types: ${this.info().memoryTypes.join(', ')}); staging device blocks through host buffers is not implemented`;
+    }
     if (c.kind === 'cuda' || (c.kind === 'auto' && noCuda === undefined)) {
       const arena = Arena.open(opts);
       if (arena.kind === 'cuda') return this.#registered(arena, 'cuda');
