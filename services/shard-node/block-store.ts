@@ -187,17 +187,15 @@ export class BlockStore {
     return { allocId: alloc.id, results };
   }
 
-  /**
-   * Make written blocks readable after verifying the writer's checksums. A mismatching block is
-   * freed and never becomes readable. Blocks of the allocation not listed stay pending.
-   */
   /** The slot an allocation is writing a block into; undefined when the block is not pending there. */
   pendingSlot(allocId: string, hash: string, g: number): number | undefined {
     return this.allocations.get(allocId)?.pending.get(keyOf(hash, g))?.slot;
   }
 
   /**
-   * Commit written blocks. `actual[k]`, when given, is item k's checksum as computed off the event
+   * Make written blocks readable after verifying the writer's checksums. A mismatching block is
+   * freed and never becomes readable. Blocks of the allocation not listed stay pending.
+   * `actualChecksums[k]`, when given, is item k's checksum as computed off the event
    * loop (Arena.checksums over pendingSlot) and replaces the synchronous checksumOf; the slot
    * cannot have changed hands meanwhile, because it stays pending until this call.
    */
