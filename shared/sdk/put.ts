@@ -251,9 +251,14 @@ async function writeNode(
       localOffset: b.ref.i * bbOf(b),
       length: bbOf(b),
     }));
-    // The source's CRCs are computed on the thread pool while UCX moves the same bytes (both only
-    // read them), so verification costs no time on the critical path of a large put.
-    const crcDone = sourceChecksums(transfers);
+    // The writer's CRCs are taken before any byte leaves (on the thread pool, off the event loop):
+    // bytes that change after this point (in flight, or a caller reusing its buffer mid-put) then
+    // fail the node's check at commit instead of being acknowledged. Computing them alongside the
+    // transfer would be faster but could checksum the changed bytes (the chaos suite's
+    // corrupt-in-flight scenario caught exactly that).
+    const crc = await sourceChecksums(transfers);
+    if ('error' in crc) throw crc.error;
+    const checksums = crc.crcs;
     let written: number[] = [];
     try {
       const results = await ctx.data.put(member, input.model, transfers);
@@ -261,9 +266,6 @@ async function writeNode(
     } catch (err) {
       ctx.opts.logger?.debug('UCX put batch failed', { nodeId: alloc.nodeId, err });
     }
-    const crc = await crcDone;
-    if ('error' in crc) throw crc.error;
-    const checksums = crc.crcs;
     if (written.length > 0) {
       const body = {
         model: input.model,
