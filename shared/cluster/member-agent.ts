@@ -18,6 +18,9 @@ import type { Logger } from '../log.js';
 import { assertNodeId, encodeRecord, decodeMemberRecord, type MemberRecord } from '../protocol/cluster.js';
 import { getLive, isWrongLastSequence } from './kv-util.js';
 
+/** Re-join writes tried (with a short backoff) before a refused create counts as a taken id. */
+const REJOIN_ATTEMPTS_MAX = 5;
+
 export interface MemberAgentOptions {
   /** Interval between heartbeats. @default 1000 (config coordinator.heartbeatIntervalMs) */
   heartbeatIntervalMs?: number;
@@ -183,6 +186,46 @@ export class MemberAgent {
     }
   }
 
+  /**
+   * The re-join write. A refused create does not always mean another member holds the id: with
+   * replicated buckets a read may come from a replica that has not applied the coordinator's
+   * delete yet, and a heartbeat of ours sent before the fence may land late. So: re-read, take
+   * over our own previous incarnation's record by CAS on its revision, retry an absent key a few
+   * times, and give up (CONFIG_INVALID) only when a different live incarnation holds the key.
+   */
+  private async rejoinWrite(fresh: MemberRecord, previousIncarnation: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        this.revision = await this.kv.create(fresh.nodeId, encodeRecord(fresh));
+        return;
+      } catch (err) {
+        if (!isWrongLastSequence(err)) throw err;
+      }
+      const entry = await getLive(this.kv, fresh.nodeId);
+      let holder: string | undefined;
+      if (entry !== undefined) {
+        try {
+          holder = decodeMemberRecord(entry.value).incarnation;
+        } catch {
+          holder = undefined;
+        }
+        if (holder === previousIncarnation || holder === fresh.incarnation) {
+          try {
+            this.revision = await this.kv.update(fresh.nodeId, encodeRecord(fresh), entry.revision);
+            return;
+          } catch (err) {
+            if (!isWrongLastSequence(err)) throw err;
+          }
+        }
+      }
+      if (attempt >= REJOIN_ATTEMPTS_MAX || (entry !== undefined && holder !== previousIncarnation)) {
+        await this.join(fresh); // the strict path: CONFIG_INVALID when someone else holds the id
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
+  }
+
   private async beat(): Promise<void> {
     if (this.state !== 'running' || this.record === undefined) return;
     if (this.pendingRejoin !== undefined) return this.rejoin();
@@ -240,7 +283,7 @@ export class MemberAgent {
     const pending = this.pendingRejoin;
     if (fresh === undefined || pending === undefined) return;
     try {
-      await this.join(fresh);
+      await this.rejoinWrite(fresh, pending.previousIncarnation);
     } catch (err) {
       if (!(err instanceof KvfError && err.codeName === 'CONFIG_INVALID')) throw err;
       this.state = 'failed';

@@ -170,6 +170,52 @@ describe('coordinator (single instance)', () => {
       expect(after.cells[id]!.epoch).toBeGreaterThan(before.cells[id]?.epoch ?? 0);
   });
 
+  it('a fenced member re-joins even when its previous record reappears under it (late write, stale read)', async () => {
+    const fenced: { previousIncarnation: string; incarnation: string }[] = [];
+    // The real members bucket, with one injected race: right before the agent's re-join create,
+    // the record of its previous incarnation lands again (a heartbeat sent before the fence, or a
+    // replica that has not applied the delete). The agent must take it over, not give up.
+    let oldRecord: Uint8Array | undefined;
+    let injected = false;
+    const kv = new Proxy(b.members, {
+      get(target, prop, receiver) {
+        if (prop === 'create') {
+          return async (k: string, data: Uint8Array) => {
+            if (!injected && oldRecord !== undefined) {
+              injected = true;
+              await target.put(k, oldRecord);
+            }
+            return target.create(k, data);
+          };
+        }
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const agent = new MemberAgent(kv, {
+      heartbeatIntervalMs: FAST.heartbeatIntervalMs,
+      onFenced: (e) => fenced.push(e),
+    });
+    await agent.start({
+      nodeId: 'n-late',
+      role: 'shard',
+      ucxAddress: Buffer.from('ucx-n-late').toString('base64'),
+      capacityBytes: GiB,
+      usedBytes: 0,
+      models: {},
+    });
+    agents.push(agent);
+    const first = await b.members.get('n-late');
+    oldRecord = first!.value;
+    await b.members.delete('n-late'); // what the leader does to a member it declared dead
+    await waitFor('re-joined as a fresh incarnation', () => fenced.length > 0);
+    expect(injected).toBe(true);
+    expect(agent.running).toBe(true);
+    const now = await b.members.get('n-late');
+    expect(now?.operation).toBe('PUT');
+    expect(now!.json<{ incarnation: string }>().incarnation).toBe(fenced[0]!.incarnation);
+  });
+
   it('PlacementCache follows the table through the watch', async () => {
     const cache = await PlacementCache.open(b.placement);
     try {
