@@ -26,6 +26,11 @@ import { computePlacement } from './placement.js';
 const PLACEMENT_CAS_ATTEMPTS_MAX = 3;
 /** Longest wait, in nodeDeadAfterMs, for a heartbeat to land after a members-bucket outage. */
 const BLIND_WAIT_FACTOR = 10;
+/** A leader step unsettled after this many nodeDeadAfterMs (at least STEP_STUCK_MIN_MS) makes the leader step down. */
+const STEP_STUCK_FACTOR = 10;
+const STEP_STUCK_MIN_MS = 15_000;
+/** How long close() waits for the step in progress. */
+const CLOSE_WAIT_MS = 5_000;
 
 interface Base {
   table: PlacementTable | undefined;
@@ -72,7 +77,10 @@ export class LeaderSession {
     await this.startMembership();
     if (this.closed) return;
     // The election write: stamps the table with this term so older leaders' writes now fail.
-    await this.enqueue(() => this.reconcile(`leader ${this.o.id} elected (term ${this.term})`, true));
+    await this.enqueue(
+      () => this.reconcile(`leader ${this.o.id} elected (term ${this.term})`, true),
+      'election write',
+    );
     if (this.closed) return;
     this.subs = serveCoordinatorEndpoints({
       nc: this.nc,
@@ -97,19 +105,48 @@ export class LeaderSession {
     if (this.debounce) clearTimeout(this.debounce);
     this.watcher?.stop();
     for (const s of this.subs) s.unsubscribe();
-    await this.chain;
+    // A step still running finishes on its own (every write is fenced by the term); waiting for it
+    // is bounded, so a stuck step cannot keep this coordinator from ever leading again.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.chain, new Promise<void>((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
-  /** Leader steps run one at a time; the returned promise carries the step's own outcome. */
-  private enqueue(fn: () => Promise<void>): Promise<void> {
-    const next = this.chain.then(fn);
-    this.chain = next.catch((err: unknown) => this.o.logger?.error('leader step failed', { err }));
+  /**
+   * Leader steps run one at a time; the returned promise carries the step's own outcome. A step
+   * that has not settled after STEP_STUCK_FACTOR dead-bounds holds up every later one (dead
+   * checks, reconciles): the leader then steps down so that another coordinator takes over
+   * instead of a leader that can no longer declare anyone dead.
+   */
+  private enqueue(fn: () => Promise<void>, name = 'step'): Promise<void> {
+    const run = async (): Promise<void> => {
+      const started = this.o.clock.nowMs();
+      const stuckMs = Math.max(STEP_STUCK_MIN_MS, STEP_STUCK_FACTOR * this.o.nodeDeadAfterMs);
+      const watchdog = setTimeout(() => {
+        if (this.closed) return;
+        this.o.logger?.error('leader step stuck; stepping down', { step: name, stuckMs });
+        this.hooks.stepDown();
+      }, stuckMs);
+      watchdog.unref();
+      try {
+        await fn();
+      } finally {
+        clearTimeout(watchdog);
+        const ms = this.o.clock.nowMs() - started;
+        if (ms > this.o.nodeDeadAfterMs)
+          this.o.logger?.warn('leader step slow', { step: name, ms: Math.round(ms) });
+      }
+    };
+    const next = this.chain.then(run);
+    this.chain = next.catch((err: unknown) =>
+      this.o.logger?.error('leader step failed', { step: name, err }),
+    );
     return next;
   }
 
   /** A step nobody awaits (its failure is logged by the chain). */
-  private background(fn: () => Promise<void>): Promise<void> {
-    return this.enqueue(fn).catch(() => undefined);
+  private background(fn: () => Promise<void>, name?: string): Promise<void> {
+    return this.enqueue(fn, name).catch(() => undefined);
   }
 
   private async loadTable(): Promise<void> {
@@ -167,7 +204,7 @@ export class LeaderSession {
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
       const reasons = this.pendingReasons.splice(0);
-      void this.background(() => this.reconcile(reasons.join('; ').slice(0, 1024), false));
+      void this.background(() => this.reconcile(reasons.join('; ').slice(0, 1024), false), 'reconcile');
     }, this.o.placementDebounceMs);
   }
 
@@ -175,7 +212,7 @@ export class LeaderSession {
     if (this.closed) return;
     const every = Math.min(this.o.heartbeatIntervalMs, this.o.nodeDeadAfterMs / 4);
     this.deadTimer = setTimeout(() => {
-      void this.background(() => this.checkDead()).finally(() => this.scheduleDeadCheck());
+      void this.background(() => this.checkDead(), 'dead check').finally(() => this.scheduleDeadCheck());
     }, every);
   }
 
