@@ -229,7 +229,16 @@ export class LeaderSession {
       try {
         await this.b.members.delete(nodeId, { previousSeq: m.revision });
       } catch (err) {
-        if (isWrongLastSequence(err)) continue; // it just heartbeated; the watch will show it
+        if (isWrongLastSequence(err)) {
+          // The key moved past the revision this table holds. Usually a heartbeat the watch is
+          // about to deliver; but a revision the watch never delivers (one the snapshot read
+          // stale, across a JetStream outage) would make every later CAS fail the same way and
+          // the node would never be declared dead. So read the key now and observe it: a live
+          // node shows up as a change, a dead one gets one more dead-bound and then a CAS on
+          // the revision it really has.
+          await this.refreshMember(nodeId);
+          continue;
+        }
         this.blindSinceMs = this.o.clock.nowMs();
         throw err;
       }
@@ -241,6 +250,18 @@ export class LeaderSession {
       this.membership.markDead(nodeId, incarnation);
       this.memberEvent('dead', m.record);
       this.scheduleReconcile(`member dead: ${nodeId}`);
+    }
+  }
+
+  /** Re-read one member's key and feed it to the table (as the watch would). Never throws. */
+  private async refreshMember(nodeId: string): Promise<void> {
+    try {
+      const e = await this.b.members.get(nodeId);
+      if (e === null) return;
+      const change = this.membership.observe(e, this.o.clock.nowMs());
+      if (change !== undefined) this.onMembershipChange(change);
+    } catch (err) {
+      this.o.logger?.debug('member re-read failed', { nodeId, err });
     }
   }
 
