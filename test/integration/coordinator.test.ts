@@ -175,15 +175,15 @@ describe('coordinator (single instance)', () => {
     // The real members bucket, with one injected race: right before the agent's re-join create,
     // the record of its previous incarnation lands again (a heartbeat sent before the fence, or a
     // replica that has not applied the delete). The agent must take it over, not give up.
-    let oldRecord: Uint8Array | undefined;
+    const old: { record?: Uint8Array } = {};
     let injected = false;
     const kv = new Proxy(b.members, {
       get(target, prop, receiver) {
         if (prop === 'create') {
           return async (k: string, data: Uint8Array) => {
-            if (!injected && oldRecord !== undefined) {
+            if (!injected && old.record !== undefined) {
               injected = true;
-              await target.put(k, oldRecord);
+              await target.put(k, old.record);
             }
             return target.create(k, data);
           };
@@ -206,7 +206,7 @@ describe('coordinator (single instance)', () => {
     });
     agents.push(agent);
     const first = await b.members.get('n-late');
-    oldRecord = first!.value;
+    old.record = first!.value;
     await b.members.delete('n-late'); // what the leader does to a member it declared dead
     await waitFor('re-joined as a fresh incarnation', () => fenced.length > 0);
     expect(injected).toBe(true);
