@@ -70,7 +70,7 @@ export class Backfiller {
       const pos = p.replicas.indexOf(me);
       if (pos <= 0) continue;
       const primary = p.replicas[0] as string;
-      if (this.rep.inSync.get(cell) === primary) continue;
+      if (this.rep.syncedWith(cell, primary, p.epoch)) continue;
       let l = need.get(primary);
       if (l === undefined) need.set(primary, (l = []));
       l.push(cell);
@@ -79,7 +79,10 @@ export class Backfiller {
     for (const [primary, cells] of need) {
       if (this.running.has(primary) || this.running.size >= this.o.concurrencyMax) continue;
       if ((this.retryAt.get(primary) ?? 0) > now) continue;
-      const run = this.backfill(primary, cells, table.epoch).finally(() => this.running.delete(primary));
+      const cellEpochs = new Map(cells.map((c) => [c, table.cells[c]?.epoch ?? -1]));
+      const run = this.backfill(primary, cells, table.epoch, cellEpochs).finally(() =>
+        this.running.delete(primary),
+      );
       this.running.set(primary, run);
     }
   }
@@ -107,7 +110,13 @@ export class Backfiller {
     }
   }
 
-  private async backfill(primary: string, cells: string[], epoch: number): Promise<void> {
+  /** `cellEpochs`: each cell's epoch when the copy was planned; a cell that changed since is not marked. */
+  private async backfill(
+    primary: string,
+    cells: string[],
+    epoch: number,
+    cellEpochs: ReadonlyMap<string, number>,
+  ): Promise<void> {
     const t0 = performance.now();
     this.rep.counters.backfills++;
     this.rep.event({ event: 'backfill_started', peer: primary, cells, epoch });
@@ -134,11 +143,14 @@ export class Backfiller {
       return;
     }
     const table = this.node.placement?.current();
+    // Only cells whose replica set did not change during the copy (same cell epoch): a cell that
+    // moved away and back meanwhile may have been written without this node, so it is copied again.
     const done = cells.filter((c) => {
-      const set = table?.cells[c]?.replicas ?? [];
-      return set[0] === primary && set.indexOf(this.node.nodeId) > 0;
+      const cell = table?.cells[c];
+      const set = cell?.replicas ?? [];
+      return set[0] === primary && set.indexOf(this.node.nodeId) > 0 && cell?.epoch === cellEpochs.get(c);
     });
-    for (const c of done) this.rep.inSync.set(c, primary);
+    for (const c of done) this.rep.markInSync(c, primary, cellEpochs.get(c) as number);
     this.rep.counters.backfillBlocks += blocks;
     const ms = performance.now() - t0;
     this.rep.event({ event: 'backfill_finished', peer: primary, cells, epoch, blocks, bytes, ms });

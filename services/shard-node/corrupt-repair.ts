@@ -82,7 +82,7 @@ export class CorruptRepair {
     }
     if (pos > 0) {
       // Stop serving the cell until a backfill has copied it again from the primary.
-      if (rep.inSync.get(cell) === set[0]) rep.inSync.delete(cell);
+      if (rep.inSync.get(cell) === set[0]) rep.dropSync(cell);
       this.node.backfiller().reconcile();
       return { status: 'copy_elsewhere', peer: set[0] as string };
     }

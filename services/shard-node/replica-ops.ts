@@ -127,7 +127,7 @@ export class ReplicaOps {
     let accepted = 0;
     for (const c of req.cells) {
       if (rep.inSync.get(c) === req.source) {
-        rep.inSync.delete(c);
+        rep.dropSync(c);
         accepted++;
       }
     }

@@ -69,6 +69,12 @@ export class Replication {
   readonly outOfSync = new Map<string, Set<string>>();
   /** Replica side: cell -> the primary this node holds the cell in full from. */
   readonly inSync = new Map<string, string>();
+  /**
+   * Replica side: cell -> the cell epoch its sync was established at. The sync holds only while
+   * the cell keeps that epoch: a cell that moved to other nodes and back (epoch bumped, even if
+   * this node never saw the table in between) was written without this node meanwhile.
+   */
+  readonly inSyncEpoch = new Map<string, number>();
   readonly counters = { blocksOut: 0, blocksIn: 0, backfills: 0, backfillBlocks: 0 };
   private readonly resyncing = new Set<string>(); // `${replica}\u0000${cell}`
 
@@ -102,7 +108,24 @@ export class Replication {
     if (set === undefined) return false;
     const pos = set.indexOf(this.o.nodeId);
     if (pos === 0) return true;
-    return pos > 0 && this.inSync.get(cell) === set[0];
+    return pos > 0 && this.syncedWith(cell, set[0] as string, table?.cells[cell]?.epoch);
+  }
+
+  /** Replica side: in sync with `primary` for `cell` at the cell epoch `epoch`. */
+  syncedWith(cell: string, primary: string, epoch: number | undefined): boolean {
+    return this.inSync.get(cell) === primary && epoch !== undefined && this.inSyncEpoch.get(cell) === epoch;
+  }
+
+  /** Replica side: record a completed backfill (or sync) of `cell` from `primary` at cell epoch `epoch`. */
+  markInSync(cell: string, primary: string, epoch: number): void {
+    this.inSync.set(cell, primary);
+    this.inSyncEpoch.set(cell, epoch);
+  }
+
+  /** Replica side: the cell is no longer known to be complete here. */
+  dropSync(cell: string): void {
+    this.inSync.delete(cell);
+    this.inSyncEpoch.delete(cell);
   }
 
   /**
@@ -250,13 +273,26 @@ export class Replication {
       for (const r of s) if (!set.includes(r)) s.delete(r);
       if (s.size === 0) this.outOfSync.delete(c);
     }
-    for (const [c, p] of this.inSync) if (table.cells[c]?.replicas[0] !== p) this.inSync.delete(c);
+    // A sync survives a table change only if the cell kept its replica set (same cell epoch, same
+    // primary, this node still a replica): otherwise writes may have gone to others meanwhile.
+    for (const [c, p] of this.inSync) {
+      const cell = table.cells[c];
+      if (
+        cell === undefined ||
+        cell.replicas[0] !== p ||
+        cell.replicas.indexOf(this.o.nodeId) <= 0 ||
+        this.inSyncEpoch.get(c) !== cell.epoch
+      ) {
+        this.dropSync(c);
+      }
+    }
   }
 
   /** Forget everything (the node was fenced: it re-joined as a new member). */
   reset(): void {
     this.outOfSync.clear();
     this.inSync.clear();
+    this.inSyncEpoch.clear();
   }
 
   /** Cells of `blocks` (g, s) as ids; BAD_REQUEST when a block lacks s. */

@@ -348,7 +348,7 @@ export class ShardNode {
       if (pos === 0) primaryCells++;
       if (pos > 0) {
         replicaCells++;
-        if (this.rep.inSync.get(c) === p.replicas[0]) inSyncCells++;
+        if (this.rep.syncedWith(c, p.replicas[0] as string, p.epoch)) inSyncCells++;
       }
     }
     return {
