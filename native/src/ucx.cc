@@ -238,6 +238,14 @@ class EndpointWrap : public Napi::ObjectWrap<EndpointWrap> {
   Napi::Value Submit(const Napi::CallbackInfo& info);
   Napi::Value Direct(const Napi::CallbackInfo& info);
   Napi::Value RkeyMapped(const Napi::CallbackInfo& info);
+  struct ParsedOp {
+    Napi::Value local;  // the JS buffer, to keep alive while the op is in flight
+    uint8_t* data;      // local range start
+    uint64_t length;
+    uint64_t remote;
+    const RkeyInfo* rkey;
+  };
+  ParsedOp ParseOp(const Napi::Array& ops, uint32_t i);
   Napi::Value Dead(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), ep_ && ep_->dead.load());
   }
@@ -617,36 +625,43 @@ Napi::Value EndpointWrap::Submit(const Napi::CallbackInfo& info) {
   batch->ops.reserve(n);
   baton->keep.reserve(n);
   for (uint32_t i = 0; i < n; ++i) {
-    Napi::Value v = ops.Get(i);
-    if (!v.IsObject()) Fail(Code::BadRequest, "op " + std::to_string(i) + " must be an object");
-    Napi::Object o = v.As<Napi::Object>();
-    Napi::Value local = o.Get("local");
-    Bytes b = TypedBytes(local, "local");
-    const uint64_t off = static_cast<uint64_t>(NumberProp(o, "localOffset", 0));
-    const uint64_t len = static_cast<uint64_t>(NumberProp(o, "length", 0));
-    const uint64_t remote = BigIntArg(o.Get("remoteAddress"), "remoteAddress");
-    const uint32_t rk = static_cast<uint32_t>(NumberProp(o, "rkey", 0));
-    if (len == 0) Fail(Code::BadRequest, "op " + std::to_string(i) + ": length must be positive");
-    if (off > b.length || len > b.length - off) {
-      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": local range [" + std::to_string(off) + ", +" +
-                                 std::to_string(len) + ") exceeds the " + std::to_string(b.length) +
-                                 "-byte buffer");
-    }
-    auto it = rkeys_.find(rk);
-    if (it == rkeys_.end()) Fail(Code::BadRequest, "op " + std::to_string(i) + ": unknown rkey id");
-    const RkeyInfo& ri = it->second;
-    if (remote < ri.base || remote - ri.base > ri.length || len > ri.length - (remote - ri.base)) {
-      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": remote range exceeds the registered region (" +
-                                 std::to_string(ri.length) + " bytes)");
-    }
-    batch->ops.push_back(ucx::OpDesc{remote, ri.rkey, b.data + off, len});
-    baton->keep.push_back(Napi::Persistent(local.As<Napi::Object>()));
+    const ParsedOp op = ParseOp(ops, i);
+    batch->ops.push_back(ucx::OpDesc{op.remote, op.rkey->rkey, op.data, op.length});
+    baton->keep.push_back(Napi::Persistent(op.local.As<Napi::Object>()));
   }
   batch->deadline_ns = ucx::NowNs() + ep_->op_timeout_ns;
   Napi::Promise promise = baton->deferred.Promise();
   batch->js = baton.release();
   worker_->Track(env, batch.release());
   return promise;
+}
+
+// One op of submit()/direct(), validated: a typed local range inside its buffer, a known rkey, and
+// a remote range inside that rkey's registered region (BAD_REQUEST / OUT_OF_RANGE otherwise).
+EndpointWrap::ParsedOp EndpointWrap::ParseOp(const Napi::Array& ops, uint32_t i) {
+  Napi::Value v = ops.Get(i);
+  if (!v.IsObject()) Fail(Code::BadRequest, "op " + std::to_string(i) + " must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value local = o.Get("local");
+  Bytes b = TypedBytes(local, "local");
+  const uint64_t off = static_cast<uint64_t>(NumberProp(o, "localOffset", 0));
+  const uint64_t len = static_cast<uint64_t>(NumberProp(o, "length", 0));
+  const uint64_t remote = BigIntArg(o.Get("remoteAddress"), "remoteAddress");
+  const uint32_t rk = static_cast<uint32_t>(NumberProp(o, "rkey", 0));
+  if (len == 0) Fail(Code::BadRequest, "op " + std::to_string(i) + ": length must be positive");
+  if (off > b.length || len > b.length - off) {
+    Fail(Code::OutOfRange, "op " + std::to_string(i) + ": local range [" + std::to_string(off) + ", +" +
+                               std::to_string(len) + ") exceeds the " + std::to_string(b.length) +
+                               "-byte buffer");
+  }
+  auto it = rkeys_.find(rk);
+  if (it == rkeys_.end()) Fail(Code::BadRequest, "op " + std::to_string(i) + ": unknown rkey id");
+  const RkeyInfo& ri = it->second;
+  if (remote < ri.base || remote - ri.base > ri.length || len > ri.length - (remote - ri.base)) {
+    Fail(Code::OutOfRange, "op " + std::to_string(i) + ": remote range exceeds the registered region (" +
+                               std::to_string(ri.length) + " bytes)");
+  }
+  return ParsedOp{local, b.data + off, len, remote, &ri};
 }
 
 // rkeyMapped(id) -> boolean: whether direct() can serve ops on this rkey.
@@ -677,33 +692,12 @@ Napi::Value EndpointWrap::Direct(const Napi::CallbackInfo& info) {
   std::vector<Napi::Value> keep;
   keep.reserve(n);
   for (uint32_t i = 0; i < n; ++i) {
-    Napi::Value v = ops.Get(i);
-    if (!v.IsObject()) Fail(Code::BadRequest, "op " + std::to_string(i) + " must be an object");
-    Napi::Object o = v.As<Napi::Object>();
-    Napi::Value local = o.Get("local");
-    Bytes b = TypedBytes(local, "local");
-    const uint64_t off = static_cast<uint64_t>(NumberProp(o, "localOffset", 0));
-    const uint64_t len = static_cast<uint64_t>(NumberProp(o, "length", 0));
-    const uint64_t remote = BigIntArg(o.Get("remoteAddress"), "remoteAddress");
-    const uint32_t rk = static_cast<uint32_t>(NumberProp(o, "rkey", 0));
-    if (len == 0) Fail(Code::BadRequest, "op " + std::to_string(i) + ": length must be positive");
-    if (off > b.length || len > b.length - off) {
-      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": local range [" + std::to_string(off) + ", +" +
-                                 std::to_string(len) + ") exceeds the " + std::to_string(b.length) +
-                                 "-byte buffer");
-    }
-    auto it = rkeys_.find(rk);
-    if (it == rkeys_.end()) Fail(Code::BadRequest, "op " + std::to_string(i) + ": unknown rkey id");
-    const RkeyInfo& ri = it->second;
-    if (ri.mapped == nullptr) {
+    const ParsedOp op = ParseOp(ops, i);
+    if (op.rkey->mapped == nullptr) {
       Fail(Code::BadRequest, "op " + std::to_string(i) + ": the peer's memory is not mapped here (no direct path)");
     }
-    if (remote < ri.base || remote - ri.base > ri.length || len > ri.length - (remote - ri.base)) {
-      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": remote range exceeds the registered region (" +
-                                 std::to_string(ri.length) + " bytes)");
-    }
-    descs->push_back(DirectOp{b.data + off, ri.mapped + (remote - ri.base), static_cast<size_t>(len)});
-    keep.push_back(local);
+    descs->push_back(DirectOp{op.data, op.rkey->mapped + (op.remote - op.rkey->base), static_cast<size_t>(op.length)});
+    keep.push_back(op.local);
   }
   const bool get = kind == "get";
   auto crcs = std::make_shared<std::vector<uint32_t>>(checksum ? n : 0);
