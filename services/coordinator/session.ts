@@ -9,6 +9,7 @@ import { publishEvent, type ClusterEvent } from '../../shared/cluster/events.js'
 import { isWrongLastSequence } from '../../shared/cluster/kv-util.js';
 import {
   CLUSTER_LIMITS,
+  decodeMemberRecord,
   decodePlacementTable,
   encodeRecord,
   EVENT_SUBJECTS,
@@ -19,7 +20,7 @@ import {
 } from '../../shared/protocol/cluster.js';
 import type { ResolvedCoordinatorOptions } from './coordinator.js';
 import { serveCoordinatorEndpoints } from './endpoints.js';
-import { MembershipTable, MembershipWatcher, type MembershipChange } from './membership.js';
+import { MembershipTable, MembershipWatcher, type MemberView, type MembershipChange } from './membership.js';
 import { computePlacement } from './placement.js';
 
 /** Attempts at one placement write when the CAS loses to a same-or-lower-term writer. */
@@ -230,17 +231,18 @@ export class LeaderSession {
         await this.b.members.delete(nodeId, { previousSeq: m.revision });
       } catch (err) {
         if (isWrongLastSequence(err)) {
-          // The key moved past the revision this table holds. Usually a heartbeat the watch is
-          // about to deliver; but a revision the watch never delivers (one the snapshot read
-          // stale, across a JetStream outage) would make every later CAS fail the same way and
-          // the node would never be declared dead. So read the key now and observe it: a live
-          // node shows up as a change, a dead one gets one more dead-bound and then a CAS on
-          // the revision it really has.
-          await this.refreshMember(nodeId);
-          continue;
+          // The key's last revision is not the one this table holds. Usually a newer heartbeat
+          // the watch is about to deliver. But after a nats-server kill the bucket's new stream
+          // leader may lack revisions the watch already delivered (seen: table 1686, server
+          // 1680), and then every CAS on the table's revision fails forever and the node is never
+          // declared dead. So read the key: a newer revision is observed (the node lives); an
+          // older one of the same incarnation is what the server really has, and the CAS is
+          // retried on it.
+          if (!(await this.deleteAtServerRevision(m))) continue;
+        } else {
+          this.blindSinceMs = this.o.clock.nowMs();
+          throw err;
         }
-        this.blindSinceMs = this.o.clock.nowMs();
-        throw err;
       }
       this.o.logger?.warn('member declared dead', {
         nodeId,
@@ -253,15 +255,42 @@ export class LeaderSession {
     }
   }
 
-  /** Re-read one member's key and feed it to the table (as the watch would). Never throws. */
-  private async refreshMember(nodeId: string): Promise<void> {
+  /**
+   * After a lost CAS on a silent member: re-read its key. A newer revision is observed as the
+   * watch would (the member is alive after all) and false returned; an older revision of the same
+   * incarnation is the server's real last one, so the delete is retried on it: true when the
+   * member was deleted. Never throws.
+   */
+  private async deleteAtServerRevision(m: MemberView): Promise<boolean> {
+    const { nodeId, incarnation } = m.record;
     try {
       const e = await this.b.members.get(nodeId);
-      if (e === null) return;
-      const change = this.membership.observe(e, this.o.clock.nowMs());
-      if (change !== undefined) this.onMembershipChange(change);
+      if (e === null || e.operation !== 'PUT') return false;
+      if (e.revision > m.revision) {
+        const change = this.membership.observe(e, this.o.clock.nowMs());
+        if (change !== undefined) this.onMembershipChange(change);
+        return false;
+      }
+      let seen: string | undefined;
+      try {
+        seen = decodeMemberRecord(e.value).incarnation;
+      } catch {
+        seen = undefined;
+      }
+      if (seen !== incarnation || e.revision === m.revision) return false;
+      this.o.logger?.warn(
+        'members bucket lost revisions the watch delivered; deleting at the server revision',
+        {
+          nodeId,
+          tableRevision: m.revision,
+          serverRevision: e.revision,
+        },
+      );
+      await this.b.members.delete(nodeId, { previousSeq: e.revision });
+      return true;
     } catch (err) {
-      this.o.logger?.debug('member re-read failed', { nodeId, err });
+      this.o.logger?.debug('member re-read or delete failed', { nodeId, err });
+      return false;
     }
   }
 
