@@ -173,6 +173,28 @@ export async function callNativeAsync<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Split items into at most `parts` contiguous runs of about equal total length, one thread-pool
+ * task each (the last run takes the remainder).
+ */
+function splitByBytes<T extends { length: number }>(items: readonly T[], parts: number): T[][] {
+  const total = items.reduce((a, x) => a + x.length, 0);
+  const out: T[][] = [];
+  let cur: T[] = [];
+  let bytes = 0;
+  for (const x of items) {
+    cur.push(x);
+    bytes += x.length;
+    if (bytes >= total / parts && out.length < parts - 1) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
 /** Below this many bytes per thread-pool task a range list is not split further. */
 const CRC_TASK_BYTES_MIN = 16 * 1024 * 1024;
 /** libuv's default thread pool size (UV_THREADPOOL_SIZE): more tasks than threads only queue. */
@@ -191,21 +213,9 @@ export async function crc32cRanges(
   if (ranges.length === 0) return [];
   const total = ranges.reduce((a, r) => a + r.length, 0);
   const tasks = Math.max(1, Math.min(CRC_TASKS_MAX, ranges.length, Math.floor(total / CRC_TASK_BYTES_MIN)));
-  const parts: Float64Array[] = [];
-  // Contiguous runs of ranges with about total/tasks bytes each.
-  const per = total / tasks;
-  let cur: number[] = [];
-  let bytes = 0;
-  for (const r of ranges) {
-    cur.push(r.offset, r.length);
-    bytes += r.length;
-    if (bytes >= per && parts.length < tasks - 1) {
-      parts.push(Float64Array.from(cur));
-      cur = [];
-      bytes = 0;
-    }
-  }
-  if (cur.length > 0) parts.push(Float64Array.from(cur));
+  const parts = splitByBytes(ranges, tasks).map((part) =>
+    Float64Array.from(part.flatMap((r) => [r.offset, r.length])),
+  );
   const native = loadNative();
   const results = await callNativeAsync(() =>
     Promise.all(parts.map((p) => native.crc32cRangesAsync(data, p))),
@@ -708,22 +718,7 @@ export class Endpoint {
   async directBatch(kind: 'get' | 'put', ops: TransferOp[], checksum = false): Promise<DirectResult> {
     if (ops.length === 0) return { results: [], ...(checksum ? { checksums: [] } : {}) };
     const native = ops.map(toNativeOp);
-    // Contiguous parts of about equal bytes, one task each.
-    const total = native.reduce((a, o) => a + o.length, 0);
-    const tasks = Math.min(DIRECT_TASKS_MAX, native.length);
-    const parts: NativeUcxOp[][] = [];
-    let cur: NativeUcxOp[] = [];
-    let bytes = 0;
-    for (const o of native) {
-      cur.push(o);
-      bytes += o.length;
-      if (bytes >= total / tasks && parts.length < tasks - 1) {
-        parts.push(cur);
-        cur = [];
-        bytes = 0;
-      }
-    }
-    if (cur.length > 0) parts.push(cur);
+    const parts = splitByBytes(native, Math.min(DIRECT_TASKS_MAX, native.length));
     let p: Promise<(Uint32Array | undefined)[]>;
     try {
       this.#checkOpen();

@@ -197,35 +197,31 @@ async function abort(ctx: FlowContext, model: string, nodeId: string, allocId: s
 
 /**
  * CRC-32C of every transfer's source range (transfers may read different buffers: one per layer
- * group), in transfer order. Never rejects while unobserved: the outcome is a value.
+ * group), in transfer order, computed on the thread pool.
  */
 async function sourceChecksums(
   transfers: readonly { local: Uint8Array; localOffset: number; length: number }[],
-): Promise<{ crcs: number[] } | { error: unknown }> {
-  try {
-    const byBuffer = new Map<Uint8Array, number[]>();
-    transfers.forEach((t, k) => {
-      const list = byBuffer.get(t.local);
-      if (list === undefined) byBuffer.set(t.local, [k]);
-      else list.push(k);
-    });
-    const crcs = new Array<number>(transfers.length).fill(0);
-    await Promise.all(
-      [...byBuffer].map(async ([buf, ks]) => {
-        const got = await crc32cRanges(
-          buf,
-          ks.map((k) => {
-            const t = transfers[k] as (typeof transfers)[number];
-            return { offset: t.localOffset, length: t.length };
-          }),
-        );
-        ks.forEach((k, j) => (crcs[k] = got[j] as number));
-      }),
-    );
-    return { crcs };
-  } catch (error) {
-    return { error };
-  }
+): Promise<number[]> {
+  const byBuffer = new Map<Uint8Array, number[]>();
+  transfers.forEach((t, k) => {
+    const list = byBuffer.get(t.local);
+    if (list === undefined) byBuffer.set(t.local, [k]);
+    else list.push(k);
+  });
+  const crcs = new Array<number>(transfers.length).fill(0);
+  await Promise.all(
+    [...byBuffer].map(async ([buf, ks]) => {
+      const got = await crc32cRanges(
+        buf,
+        ks.map((k) => ({
+          offset: (transfers[k] as (typeof transfers)[number]).localOffset,
+          length: (transfers[k] as (typeof transfers)[number]).length,
+        })),
+      );
+      ks.forEach((k, j) => (crcs[k] = got[j] as number));
+    }),
+  );
+  return crcs;
 }
 
 /** UCX-put one node's allocated blocks below `cut`, commit them, abort the rest. Returns bytes. */
@@ -256,9 +252,7 @@ async function writeNode(
     // fail the node's check at commit instead of being acknowledged. Computing them alongside the
     // transfer would be faster but could checksum the changed bytes (the chaos suite's
     // corrupt-in-flight scenario caught exactly that).
-    const crc = await sourceChecksums(transfers);
-    if ('error' in crc) throw crc.error;
-    const checksums = crc.crcs;
+    const checksums = await sourceChecksums(transfers);
     let written: number[] = [];
     try {
       const results = await ctx.data.put(member, input.model, transfers);
