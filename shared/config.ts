@@ -77,7 +77,7 @@ export interface KvfConfig {
     hotCopiesMax: number;
     hotCopyTtlMs: number;
   };
-  ucx: { transports?: string; opTimeoutMs: number; direct: boolean; netDevices?: string };
+  ucx: { transports?: string; opTimeoutMs: number; direct: boolean; syncWaitUs: number; netDevices?: string };
   models: { builtin: string[] };
   log: { level: ConfigLogLevel };
   metrics: { port: number; host: string };
@@ -367,6 +367,12 @@ export const KEYS: readonly KeySpec[] = [
     kind: { t: 'bool' },
     default: true,
     doc: "Same-host peers over shared memory: SDK transfers memcpy through the peer's memory as UCX maps it (ucp_rkey_ptr) on several thread-pool threads instead of ucp_get/ucp_put on the progress thread. Other peers always use ucp_get/ucp_put.",
+  },
+  {
+    key: 'ucx.syncWaitUs',
+    kind: { t: 'int', min: 0, max: 1000000 },
+    default: 200,
+    doc: 'A get/put batch of at most 2 MiB to a same-host peer over shared memory: the caller waits this many microseconds at most for it to finish before yielding to the event loop, saving the loop wake-up per op (0 = always yield).',
   },
   {
     key: 'ucx.netDevices',

@@ -37,6 +37,14 @@ bool g_worker_open = false;  // one worker per process (JS thread only)
 // A longer spin is busy polling by another name; 'busy' progress exists for that.
 constexpr int64_t kSpinUsMax = 1000000;
 
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Context-level UCX calls (mem_map, rkey_pack) run on the progress thread while it lives, since
 // it may be using the same registration cache; once it is gone they run here.
 void OnUcxThread(const std::shared_ptr<WorkerCore>& core, const std::function<void()>& fn) {
@@ -282,9 +290,13 @@ class WorkerWrap : public Napi::ObjectWrap<WorkerWrap> {
 
   bool closed() const { return closed_; }
   int64_t op_timeout_ms() const { return op_timeout_ms_; }
-  void Track(Napi::Env env, Batch* batch) {
+  void Track(Napi::Env env, Batch* batch, uint64_t bytes) {
     if (inflight_++ == 0) tsfn_.Ref(env);
+    const bool wait = sync_wait_us_ > 0 && bytes <= sync_max_bytes_ && batch->ep->watch_pid &&
+                      core_->shm_capable();
+    const uint64_t seen = core_->completion_count();
     core_->Submit(batch);
+    if (wait) SyncWait(env, batch, seen);
   }
   void Drain(Napi::Env env);
 
@@ -300,6 +312,7 @@ class WorkerWrap : public Napi::ObjectWrap<WorkerWrap> {
   void CheckOpen() const {
     if (closed_) Fail(Code::Closed, "UCX worker is closed");
   }
+  void SyncWait(Napi::Env env, Batch* batch, uint64_t seen);
   void Teardown();
   static void CallJs(Napi::Env env, Napi::Function, WorkerWrap* self, void*) {
     if (env != nullptr) self->Drain(env);
@@ -312,6 +325,10 @@ class WorkerWrap : public Napi::ObjectWrap<WorkerWrap> {
   std::string transports_;
   bool busy_ = false;
   int64_t op_timeout_ms_ = 10000;
+  int64_t sync_wait_us_ = 0;
+  uint64_t sync_max_bytes_ = 0;
+  const Batch* waiting_for_ = nullptr;  // SyncWait's batch; Drain sets waiting_done_ on it
+  bool waiting_done_ = false;
   int64_t inflight_ = 0;
   bool closed_ = false;
   bool tsfn_released_ = false;
@@ -330,6 +347,11 @@ WorkerWrap::WorkerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Worker
   if (opts.Get("busy").IsBoolean()) wo.busy_poll = opts.Get("busy").As<Napi::Boolean>();
   wo.spin_us = static_cast<int64_t>(NumberProp(opts, "spinUs", static_cast<double>(wo.spin_us)));
   if (wo.spin_us > kSpinUsMax) Fail(Code::BadRequest, "spinUs must be at most " + std::to_string(kSpinUsMax));
+  wo.sync_wait_us = static_cast<int64_t>(NumberProp(opts, "syncWaitUs", 0));
+  if (wo.sync_wait_us > kSpinUsMax) Fail(Code::BadRequest, "syncWaitUs must be at most " + std::to_string(kSpinUsMax));
+  wo.sync_max_bytes = static_cast<int64_t>(NumberProp(opts, "syncMaxBytes", 0));
+  sync_wait_us_ = wo.sync_wait_us;
+  sync_max_bytes_ = static_cast<uint64_t>(wo.sync_max_bytes);
   wo.op_timeout_ms = static_cast<int64_t>(NumberProp(opts, "opTimeoutMs", 10000));
   if (wo.op_timeout_ms <= 0) Fail(Code::BadRequest, "opTimeoutMs must be positive");
   transports_ = wo.transports;
@@ -348,6 +370,7 @@ void WorkerWrap::Drain(Napi::Env env) {
   Napi::HandleScope scope(env);
   for (const ucx::Completion& c : core_->TakeCompletions()) {
     auto* baton = static_cast<JsBaton*>(c.batch->js);
+    if (c.report && c.batch == waiting_for_) waiting_done_ = true;
     if (c.report) {
       Napi::Array out = Napi::Array::New(env, c.batch->status.size());
       for (uint32_t i = 0; i < c.batch->status.size(); ++i) {
@@ -403,6 +426,8 @@ Napi::Value WorkerWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("transports", transports_.empty() ? "env" : transports_);
   out.Set("progress", busy_ ? "busy" : "event");
   out.Set("spinUs", Napi::Number::New(env, static_cast<double>(core_->spin_us())));
+  out.Set("syncWaitUs", Napi::Number::New(env, static_cast<double>(sync_wait_us_)));
+  out.Set("syncMaxBytes", Napi::Number::New(env, static_cast<double>(sync_max_bytes_)));
   out.Set("opTimeoutMs", Napi::Number::New(env, static_cast<double>(op_timeout_ms_)));
   out.Set("closed", Napi::Boolean::New(env, closed_));
   out.Set("sharedMemory", Napi::Boolean::New(env, core_->shm_capable()));
@@ -517,6 +542,30 @@ Napi::Value WorkerWrap::AllocArena(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The bounded synchronous wait (WorkerOptions::sync_wait_us): poll the completion counter and
+// drain here until this batch is settled or the window ends. Settling other batches on the way is
+// harmless (their promises resolve as they would from the loop). After the window, whatever was
+// queued while the progress thread skipped its wake-up is drained here too, so nothing strands.
+void WorkerWrap::SyncWait(Napi::Env env, Batch* batch, uint64_t seen) {
+  waiting_for_ = batch;
+  waiting_done_ = false;
+  core_->SetJsPolling(true);
+  const int64_t until = ucx::NowNs() + sync_wait_us_ * 1000;
+  while (!waiting_done_) {
+    const uint64_t now_count = core_->completion_count();
+    if (now_count != seen) {
+      seen = now_count;
+      Drain(env);
+      continue;
+    }
+    if (ucx::NowNs() >= until) break;
+    CpuRelax();
+  }
+  core_->SetJsPolling(false);
+  waiting_for_ = nullptr;
+  if (core_->HasCompletions()) Drain(env);
+}
+
 Napi::Value WorkerWrap::Connect(const Napi::CallbackInfo& info) {
   CheckOpen();
   Bytes b = TypedBytes(info[0], "peerAddress");
@@ -624,15 +673,17 @@ Napi::Value EndpointWrap::Submit(const Napi::CallbackInfo& info) {
   batch->ep = ep_;
   batch->ops.reserve(n);
   baton->keep.reserve(n);
+  uint64_t bytes = 0;
   for (uint32_t i = 0; i < n; ++i) {
     const ParsedOp op = ParseOp(ops, i);
+    bytes += op.length;
     batch->ops.push_back(ucx::OpDesc{op.remote, op.rkey->rkey, op.data, op.length});
     baton->keep.push_back(Napi::Persistent(op.local.As<Napi::Object>()));
   }
   batch->deadline_ns = ucx::NowNs() + ep_->op_timeout_ns;
   Napi::Promise promise = baton->deferred.Promise();
   batch->js = baton.release();
-  worker_->Track(env, batch.release());
+  worker_->Track(env, batch.release(), bytes);
   return promise;
 }
 

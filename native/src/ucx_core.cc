@@ -233,6 +233,11 @@ void WorkerCore::Submit(Batch* batch) {
   Post([this, batch] { StartBatch(batch); });
 }
 
+bool WorkerCore::HasCompletions() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !completions_.empty();
+}
+
 std::vector<Completion> WorkerCore::TakeCompletions() {
   std::vector<Completion> out;
   std::lock_guard<std::mutex> lock(mu_);
@@ -252,6 +257,7 @@ void WorkerCore::BeginClose(std::function<void()> on_closed) {
 void WorkerCore::Push(Completion c) {
   std::lock_guard<std::mutex> lock(mu_);
   completions_.push_back(c);
+  completion_count_.fetch_add(1, std::memory_order_release);
 }
 
 bool WorkerCore::DrainCommands() {
@@ -304,7 +310,9 @@ void WorkerCore::NotifyCompletions() {
     std::lock_guard<std::mutex> lock(mu_);
     has_completions = !completions_.empty();
   }
-  if (has_completions && !notify_pending_.exchange(true)) notify_();
+  // A JS thread polling for its batch drains the queue itself (and after it stops polling it
+  // checks the queue once more), so no loop wake-up is needed while it polls.
+  if (has_completions && !js_polling_.load() && !notify_pending_.exchange(true)) notify_();
 }
 
 int WorkerCore::WaitTimeoutMs() const {

@@ -117,6 +117,11 @@ struct WorkerOptions {
   int64_t op_timeout_ms = 10000;
   // Poll this long after the last activity before sleeping; 0: sleep at once (pure event mode).
   int64_t spin_us = 100;
+  // Same-host batches of at most sync_max_bytes: the submitting JS thread waits up to sync_wait_us
+  // for the progress thread to finish them and settles the promise itself, skipping the event
+  // loop wake-up (tens of us per op); 0 turns it off. Longer ops resolve through the loop.
+  int64_t sync_wait_us = 0;
+  int64_t sync_max_bytes = 0;
 };
 
 // Holds the ucp context; shared by the worker and by every ucp_mem_map allocation handed to JS
@@ -137,6 +142,11 @@ class WorkerCore {
   void RunSync(const std::function<void()>& fn);  // runs fn on the progress thread, rethrows
   void Submit(Batch* batch);
   std::vector<Completion> TakeCompletions();
+  bool HasCompletions();
+  uint64_t completion_count() const { return completion_count_.load(std::memory_order_acquire); }
+  // While set, finished batches are queued without waking the JS thread's loop (it is polling).
+  // Clearing it returns whether completions are queued (the caller must drain them itself).
+  void SetJsPolling(bool on) { js_polling_.store(on); }
   void BeginClose(std::function<void()> on_closed);  // on_closed runs on the progress thread
   void Join();
   void Shutdown();  // after the close callback ran: join the thread, destroy the worker
@@ -189,6 +199,8 @@ class WorkerCore {
   std::atomic<bool> notify_pending_{false};
   std::atomic<bool> command_posted_{false};  // set by Post, read while spinning
   std::atomic<bool> closing_{false};
+  std::atomic<bool> js_polling_{false};
+  std::atomic<uint64_t> completion_count_{0};  // bumped by every Push, read by HasCompletions
   bool stop_ = false;  // progress thread only
   std::function<void()> on_closed_;
 

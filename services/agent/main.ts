@@ -83,6 +83,7 @@ export async function main(argv: string[]): Promise<number> {
   applyUcxNetDevices(config, log);
   const worker = UcxWorker.create({
     opTimeoutMs: config.ucx.opTimeoutMs,
+    syncWaitUs: config.ucx.syncWaitUs,
     ...(config.ucx.transports !== undefined ? { transports: config.ucx.transports } : {}),
   });
   let agent: AgentServer;

@@ -120,6 +120,7 @@ export async function runNode(
     ucx = UcxWorker.create({
       ...(config.ucx.transports !== undefined ? { transports: config.ucx.transports } : {}),
       opTimeoutMs: config.ucx.opTimeoutMs,
+      syncWaitUs: config.ucx.syncWaitUs,
     });
     node = new ShardNode(
       {

@@ -21,7 +21,7 @@ import { ACK_MODES, releaseReplySchema, type AckMode } from '../protocol/shard.j
 import { currentTable, type FlowContext } from './context.js';
 import { cacheKv, getCachedKv, type CachedKv, type KvTypedArray } from './convenience.js';
 import { DataPlane } from './dataplane.js';
-import { HotCopies, SyncMemory } from './copies.js';
+import { DownNodes, HotCopies, SyncMemory } from './copies.js';
 import { runGet, type GetResult, type LayerGroupReady, type ReadState } from './get.js';
 import { bufferBytesFor, modelLayout, type KvBuffers, type ModelLayout } from './layout.js';
 import { MembersCache } from './members.js';
@@ -96,6 +96,7 @@ export class KvfClient {
     this.readState = {
       hot: new HotCopies(ctx.opts.hotCopiesMax, ctx.opts.hotCopyTtlMs),
       sync: new SyncMemory(ctx.opts.notInSyncTtlMs),
+      down: new DownNodes(ctx.opts.downNodeTtlMs),
       clock: ctx.opts.clock,
     };
   }

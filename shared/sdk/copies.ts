@@ -63,6 +63,39 @@ export class SyncMemory {
   }
 }
 
+/**
+ * Nodes that recently failed a read, each until its TTL ends (or it answers again): later reads
+ * try them last. A preference, never an exclusion: a node wrongly suspected still serves when it
+ * is the only copy left.
+ */
+export class DownNodes {
+  private readonly until = new Map<string, number>();
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  mark(nodeId: string): void {
+    if (this.ttlMs > 0) this.until.set(nodeId, this.now() + this.ttlMs);
+  }
+
+  clear(nodeId: string): void {
+    this.until.delete(nodeId);
+  }
+
+  /** The nodes still suspected now. */
+  current(): Set<string> {
+    const t = this.now();
+    const out = new Set<string>();
+    for (const [n, u] of this.until) {
+      if (u > t) out.add(n);
+      else this.until.delete(n);
+    }
+    return out;
+  }
+}
+
 export interface CopyChoiceInput {
   /** The block's cell record (undefined: the table has no such cell). */
   cell: CellPlacement | undefined;

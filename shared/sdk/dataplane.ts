@@ -26,6 +26,8 @@ export interface UcxClientOptions {
   transports?: string;
   /** Per-batch deadline inside the native layer. @default 10000 (config ucx.opTimeoutMs) */
   opTimeoutMs?: number;
+  /** UcxWorkerOptions.syncWaitUs of the shared worker. @default 200 (config ucx.syncWaitUs) */
+  syncWaitUs?: number;
   /**
    * Use this worker instead of the process's shared one (the native layer allows one open worker
    * per process, so a process that also hosts a shard node passes that node's worker). The SDK
@@ -88,6 +90,7 @@ function acquireWorker(opts: UcxClientOptions): UcxWorker {
     const wopts: UcxWorkerOptions = {};
     if (opts.transports !== undefined) wopts.transports = opts.transports;
     if (opts.opTimeoutMs !== undefined) wopts.opTimeoutMs = opts.opTimeoutMs;
+    if (opts.syncWaitUs !== undefined) wopts.syncWaitUs = opts.syncWaitUs;
     shared = { worker: UcxWorker.create(wopts), refs: 0 };
   }
   shared.refs++;

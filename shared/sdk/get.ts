@@ -11,7 +11,7 @@
 import type { Logger } from '../log.js';
 import type { PlacementTable } from '../protocol/cluster.js';
 import { currentTable, refreshedTable, type FlowContext } from './context.js';
-import { HotCopies, readCandidates, type SyncMemory } from './copies.js';
+import { type DownNodes, HotCopies, readCandidates, type SyncMemory } from './copies.js';
 import { buffersChunkCapacity, type KvBuffers, type ModelLayout } from './layout.js';
 import type { MonoClock } from './lease.js';
 import { BlockGrid, planBlocks, type BlockRef } from './plan.js';
@@ -70,6 +70,7 @@ function notify(logger: Logger | undefined, cb: GetInput['onLayerGroup'], ready:
 export interface ReadState {
   hot: HotCopies;
   sync: SyncMemory;
+  down: DownNodes;
   clock: MonoClock;
 }
 
@@ -138,9 +139,10 @@ export async function runGet(ctx: FlowContext, state: ReadState, input: GetInput
   });
   const grid = new BlockGrid(plan.chunks, G);
   const salt = (Math.random() * 0x100000000) >>> 0;
-  const none = new Set<string>();
+  // Nodes that failed recent reads go last (a paused node not yet declared dead costs a timeout).
+  const suspects = state.down.current();
   const blocks: ReadBlock[] = [...[...plan.byNode.values()].flat(), ...plan.unplaced].map((ref) => {
-    const { candidates, hot, primary } = candidatesFor(ctx, state, input.model, ref, table.cells, salt, none);
+    const { candidates, hot, primary } = candidatesFor(ctx, state, input.model, ref, table.cells, salt, suspects);
     return {
       ref,
       candidates,
@@ -159,6 +161,7 @@ export async function runGet(ctx: FlowContext, state: ReadState, input: GetInput
     failovers: 0,
     stale: [],
     down: new Set(),
+    answered: new Set(),
     refresh: false,
   };
   const notified = new Set<number>();
@@ -194,6 +197,8 @@ export async function runGet(ctx: FlowContext, state: ReadState, input: GetInput
       pending,
       tally,
     );
+    for (const n of tally.answered) if (!tally.down.has(n)) state.down.clear(n);
+    for (const n of tally.down) state.down.mark(n);
     const stale = tally.stale.length > 0;
     if (stale) {
       if (staleRetries >= ctx.opts.staleRetriesMax) {

@@ -83,6 +83,12 @@ export interface ConnectOptions {
   hotCopyTtlMs?: number;
   /** How long a replica that refused a cell with NOT_IN_SYNC is not spread to. @default 2000 */
   notInSyncTtlMs?: number;
+  /**
+   * How long a node that failed a read (locate timeout, no responders, a transport error) is
+   * tried last by later reads: while a paused or dying node is not yet declared dead, each read
+   * would otherwise wait out a locate timeout on it. 0 = only within one read. @default 3000
+   */
+  downNodeTtlMs?: number;
   /** Delay between NATS reconnect attempts (plus jitter); reconnects never stop. @default 250 */
   natsReconnectWaitMs?: number;
   /** Random extra delay added to each reconnect attempt. @default 250 */
@@ -126,6 +132,7 @@ export interface CompiledOptions {
   hotCopiesMax: number;
   hotCopyTtlMs: number;
   notInSyncTtlMs: number;
+  downNodeTtlMs: number;
   natsReconnectWaitMs: number;
   natsReconnectJitterMs: number;
   ucx: UcxClientOptions;
@@ -160,6 +167,7 @@ export const CONNECT_DEFAULTS = {
   hotCopiesMax: 4096,
   hotCopyTtlMs: 30_000,
   notInSyncTtlMs: 2000,
+  downNodeTtlMs: 3000,
   natsReconnectWaitMs: 250,
   natsReconnectJitterMs: 250,
 } as const;
@@ -210,6 +218,7 @@ export function compileOptions(o: ConnectOptions): CompiledOptions {
   const ucx: UcxClientOptions = { ...o.ucx };
   ucx.transports ??= c?.ucx.transports;
   ucx.opTimeoutMs ??= c?.ucx.opTimeoutMs;
+  ucx.syncWaitUs ??= c?.ucx.syncWaitUs;
   return {
     natsServers,
     natsUser: o.natsUser ?? c?.nats.user,
@@ -263,6 +272,7 @@ export function compileOptions(o: ConnectOptions): CompiledOptions {
     hotCopiesMax: int('hotCopiesMax', o.hotCopiesMax ?? d.hotCopiesMax, 0, 1 << 20),
     hotCopyTtlMs: int('hotCopyTtlMs', o.hotCopyTtlMs ?? d.hotCopyTtlMs, 1),
     notInSyncTtlMs: int('notInSyncTtlMs', o.notInSyncTtlMs ?? d.notInSyncTtlMs, 0),
+    downNodeTtlMs: int('downNodeTtlMs', o.downNodeTtlMs ?? d.downNodeTtlMs, 0),
     natsReconnectWaitMs: int('natsReconnectWaitMs', o.natsReconnectWaitMs ?? d.natsReconnectWaitMs, 1),
     natsReconnectJitterMs: int(
       'natsReconnectJitterMs',

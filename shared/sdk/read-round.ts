@@ -43,6 +43,8 @@ export interface RoundTally {
   stale: ReadBlock[];
   /** Nodes that failed a request or a transfer this call (avoided when re-planning). */
   down: Set<string>;
+  /** Nodes that answered a locate this call. */
+  answered: Set<string>;
   /** A node refused with NOT_OWNER or failed: the placement table may have moved on. */
   refresh: boolean;
 }
@@ -58,7 +60,11 @@ export interface RoundInput {
   clock: MonoClock;
   hot: HotCopies;
   sync: SyncMemory;
-  /** Called once per layer group when its reads of this round have been judged. */
+  /**
+   * Called after each node's reads of a layer group were judged (and after a failed locate, for
+   * every group); may be called many times per group: the callee checks whether the group is
+   * settled.
+   */
   onGroupSettled?: (g: number) => void;
 }
 
@@ -136,6 +142,7 @@ async function locateNode(
     locateFailed(input, nodeId, blocks, r.error, tally);
     return undefined;
   }
+  tally.answered.add(nodeId);
   const reply: LocateReply = r.reply;
   if (reply.blocks.length !== blocks.length) {
     ctx.opts.logger?.warn('locate reply has the wrong number of blocks', { nodeId });
@@ -296,18 +303,25 @@ export async function runRound(
       ctx.opts.blocksPerRequestMax,
     ).map((part) => ({ nodeId, hotCopy, part })),
   );
-  const located = await Promise.all(
-    requests.map(({ nodeId, hotCopy, part }) => locateNode(ctx, input, nodeId, hotCopy, part, tally)),
-  );
-  const reads = located.filter((r): r is NodeRead => r !== undefined);
-  const members = await Promise.all(reads.map((r) => ctx.members.resolve(r.nodeId)));
   const G = input.layout.groups.length;
-  // Submit group by group so UCX moves group 0 first on every endpoint.
-  const groupsDone: Promise<void>[] = [];
-  for (let g = 0; g < G; g++) {
-    const batch = reads.map((r, k) => readGroup(ctx, input, r, members[k], g, tally));
-    groupsDone.push(Promise.all(batch).then(() => input.onGroupSettled?.(g)));
-  }
-  await Promise.all(groupsDone);
-  for (const r of reads) if (r.leaseId !== undefined) ctx.releaser.release(r.nodeId, [r.leaseId]);
+  // Each node's reads start as soon as ITS locate answers: a lease runs from the locate, so
+  // waiting for every node first would let a slow or silent node (locate timeout) expire the
+  // leases the others granted, and their bytes would arrive late and be thrown away. Per node,
+  // groups are submitted in order, so UCX moves group 0 first on every endpoint.
+  await Promise.all(
+    requests.map(async ({ nodeId, hotCopy, part }) => {
+      const read = await locateNode(ctx, input, nodeId, hotCopy, part, tally);
+      if (read === undefined) {
+        for (let g = 0; g < G; g++) input.onGroupSettled?.(g);
+        return;
+      }
+      const member = await ctx.members.resolve(read.nodeId);
+      const groups: Promise<void>[] = [];
+      for (let g = 0; g < G; g++) {
+        groups.push(readGroup(ctx, input, read, member, g, tally).then(() => input.onGroupSettled?.(g)));
+      }
+      await Promise.all(groups);
+      if (read.leaseId !== undefined) ctx.releaser.release(read.nodeId, [read.leaseId]);
+    }),
+  );
 }

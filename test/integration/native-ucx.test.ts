@@ -2,7 +2,14 @@
 // loopback, checked byte for byte by CRC-32C on both sides; then bad arguments in this process.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Arena, crc32c, UcxWorker, type Endpoint, type MemRegion } from '../../native/index.js';
+import {
+  Arena,
+  crc32c,
+  UCX_SYNC_MAX_BYTES_DEFAULT,
+  UcxWorker,
+  type Endpoint,
+  type MemRegion,
+} from '../../native/index.js';
 import { isKvfError, type ErrorCodeName } from '../../shared/errors.js';
 import type { PeerProcess } from '../../services/cli/commands/transfer-peer.js';
 import { GiB, MiB, TRANSPORTS, connectPair, spawnPeer } from './helpers/ucx-pair.js';
@@ -118,7 +125,8 @@ describe('UCX bad arguments (in this process)', () => {
 
   beforeAll(async () => {
     peer = spawnPeer(TRANSPORTS.sm);
-    worker = UcxWorker.create({ opTimeoutMs: 5000 });
+    // A generous synchronous wait, so the test of it below does not depend on machine load.
+    worker = UcxWorker.create({ opTimeoutMs: 5000, syncWaitUs: 200_000 });
     remote = await peer.request('alloc', { bytes: 4 * MiB, fill: true });
     const hello = await peer.request('hello');
     ep = worker.connect(Buffer.from(String(hello.address), 'base64'));
@@ -145,6 +153,35 @@ describe('UCX bad arguments (in this process)', () => {
     });
     const { crc } = await peer.request('crc', { region: remote.region });
     expect(crc32c(local.buffer)).toBe(crc);
+  });
+
+  it('a small same-host get settles before the call returns; a batch over syncMaxBytes through the loop', async () => {
+    expect(worker.info().syncWaitUs).toBe(200_000);
+    expect(worker.info().syncMaxBytes).toBe(UCX_SYNC_MAX_BYTES_DEFAULT);
+    const rkey = ep.unpackRkey(Buffer.from(String(remote.rkey), 'base64'));
+    const base = BigInt(String(remote.address));
+    const { crc } = await peer.request('crc', { region: remote.region });
+    // Settled inside the call: its continuation runs before a setImmediate queued right after.
+    for (let k = 0; k < 20; k++) {
+      local.buffer.fill(0);
+      const p = ep.get({ remoteAddress: base, rkey, local: local.buffer, length: 64 * 1024 });
+      const first = await Promise.race([
+        p.then(() => 'op'),
+        new Promise((r) => setImmediate(() => r('loop'))),
+      ]);
+      expect(first).toBe('op');
+      await p;
+    }
+    // Over the size limit: no synchronous wait, same bytes.
+    const big = Buffer.alloc(8 * MiB);
+    expect(big.length).toBeGreaterThan(UCX_SYNC_MAX_BYTES_DEFAULT);
+    const results = await ep.getBatch(
+      [0, 1].map((k) => ({ remoteAddress: base, rkey, local: big, localOffset: k * 4 * MiB, length: 4 * MiB })),
+    );
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect(crc32c(big.subarray(0, 4 * MiB))).toBe(crc);
+    expect(crc32c(big.subarray(4 * MiB))).toBe(crc);
+    await expectCode(() => UcxWorker.create({ syncWaitUs: -1 }), 'BAD_REQUEST');
   });
 
   it('local and remote ranges past the registered region are OUT_OF_RANGE', async () => {

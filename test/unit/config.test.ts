@@ -76,7 +76,7 @@ describe('config defaults', () => {
         hotCopiesMax: 2,
         hotCopyTtlMs: 10000,
       },
-      ucx: { opTimeoutMs: 10000, direct: true },
+      ucx: { opTimeoutMs: 10000, direct: true, syncWaitUs: 200 },
       models: { builtin: ['tiny-test', 'llama-3-8b'] },
       log: { level: 'info' },
       metrics: { port: 0, host: '127.0.0.1' },

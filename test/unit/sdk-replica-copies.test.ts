@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { CellPlacement } from '../../shared/protocol/cluster.js';
-import { HotCopies, readCandidates, rendezvousOrder, SyncMemory } from '../../shared/sdk/copies.js';
+import { DownNodes, HotCopies, readCandidates, rendezvousOrder, SyncMemory } from '../../shared/sdk/copies.js';
 import { judgeBatch, LeaseWindow } from '../../shared/sdk/lease.js';
 
 const cell = (...replicas: string[]): CellPlacement => ({ replicas, epoch: 1 });
@@ -118,6 +118,26 @@ describe('HotCopies and SyncMemory', () => {
     expect(m.isOut('p', '0.1')).toBe(false);
     now = 51;
     expect(m.isOut('r', '0.1')).toBe(false);
+  });
+
+  it('remembers a node that failed a read until its TTL ends or it answers, and puts it last', () => {
+    let now = 0;
+    const down = new DownNodes(3000, () => now);
+    down.mark('p');
+    expect(down.current()).toEqual(new Set(['p']));
+    // A later read of a cell led by the suspect reads its replica first, the suspect last.
+    const order = readCandidates({ cell: cell('p', 'r'), cellId: '0.1', blockKey: 'b', salt: 1, spread: false, avoid: down.current() });
+    expect(order).toEqual(['r', 'p']);
+    now = 2999;
+    expect(down.current().has('p')).toBe(true);
+    down.clear('p');
+    expect(down.current().size).toBe(0);
+    down.mark('p');
+    now = 6000;
+    expect(down.current().size).toBe(0);
+    const off = new DownNodes(0, () => now);
+    off.mark('p');
+    expect(off.current().size).toBe(0);
   });
 });
 

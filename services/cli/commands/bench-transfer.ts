@@ -59,6 +59,8 @@ export interface BenchTransferOptions {
   progress: 'event' | 'busy';
   /** Hybrid-progress window of the kvfabric peers (UcxWorkerOptions.spinUs). @default the worker default */
   spinUs: number | undefined;
+  /** Bounded synchronous wait of the kvfabric peers (UcxWorkerOptions.syncWaitUs). @default the worker default */
+  syncWaitUs: number | undefined;
   json: boolean;
 }
 
@@ -83,6 +85,10 @@ export interface BenchRow {
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+/** ucx_perftest's default warm-up (-w), in iterations. */
+const PERFTEST_WARMUP_ITERS = 10_000;
+/** Bytes a kvfabric warm-up moves at most. */
+const WARMUP_BYTES_MAX = 256 * MiB;
 const TRANSPORT_ENV: Record<string, Record<string, string>> = {
   sm: { UCX_TLS: 'sm,self' },
   tcp: { UCX_TLS: 'tcp', UCX_NET_DEVICES: 'lo' },
@@ -93,6 +99,7 @@ const PERFTEST_TIMEOUT_MS = 60_000;
 
 const USAGE = `usage: kvfabric bench transfer [--sizes 64K,1M,64M] [--transports sm,tcp] [--ops get,put]
        [--inflight 1,8] [--lanes 2] [--bytes-per-case 512M] [--progress event|busy] [--spin-us N]
+       [--sync-wait-us N]
        [--remote-memory alloc,arena,mmap-arena] [--perftest-iterations 1000] [--no-perftest] [--no-direct]
        [--repeat 1] [--json]`;
 
@@ -117,6 +124,7 @@ export function parseBenchArgs(argv: string[]): BenchTransferOptions {
     lanes: 2,
     progress: 'event',
     spinUs: undefined,
+    syncWaitUs: undefined,
     remoteMemory: ['alloc', 'arena'],
     json: false,
   };
@@ -141,6 +149,7 @@ export function parseBenchArgs(argv: string[]): BenchTransferOptions {
     else if (flag === '--remote-memory') o.remoteMemory = list() as RemoteMemory[];
     else if (flag === '--progress') o.progress = value() === 'busy' ? 'busy' : 'event';
     else if (flag === '--spin-us') o.spinUs = Number(value());
+    else if (flag === '--sync-wait-us') o.syncWaitUs = Number(value());
     else if (flag === '--json') o.json = true;
     else throw new KvfError('BAD_REQUEST', `unknown flag ${flag}\n${USAGE}`);
   }
@@ -156,6 +165,9 @@ export function parseBenchArgs(argv: string[]): BenchTransferOptions {
   }
   if (o.spinUs !== undefined && (!Number.isSafeInteger(o.spinUs) || o.spinUs < 0)) {
     throw new KvfError('BAD_REQUEST', `bad --spin-us ${o.spinUs}`);
+  }
+  if (o.syncWaitUs !== undefined && (!Number.isSafeInteger(o.syncWaitUs) || o.syncWaitUs < 0)) {
+    throw new KvfError('BAD_REQUEST', `bad --sync-wait-us ${o.syncWaitUs}`);
   }
   return o;
 }
@@ -174,6 +186,7 @@ async function openPair(o: BenchTransferOptions, transport: string): Promise<Kvf
     ...(TRANSPORT_ENV[transport] as Record<string, string>),
     KVF_PEER_PROGRESS: o.progress,
     ...(o.spinUs !== undefined ? { KVF_PEER_SPIN_US: String(o.spinUs) } : {}),
+    ...(o.syncWaitUs !== undefined ? { KVF_PEER_SYNC_WAIT_US: String(o.syncWaitUs) } : {}),
   };
   const pair: KvfPair = {
     server: PeerProcess.spawn(env),
@@ -227,7 +240,11 @@ async function kvfGbps(
     pattern: 'repeat',
     direct,
   };
-  await pair.client.request('run', { ...args, totalBytes: blockBytes * inflight });
+  // Warm-up: UCX finishes endpoint wire-up (lanes, peer segments mapped) during the first ops,
+  // and JIT settles; ucx_perftest warms up for 10000 iterations by default. Ours: the same count,
+  // capped at WARMUP_BYTES_MAX, at least two batches.
+  const warmOps = Math.max(2 * inflight, Math.min(PERFTEST_WARMUP_ITERS, Math.ceil(WARMUP_BYTES_MAX / blockBytes)));
+  await pair.client.request('run', { ...args, totalBytes: blockBytes * warmOps });
   const totalBytes = Math.max(o.bytesPerCase, blockBytes * Math.max(8, inflight));
   const r = await pair.client.request('run', { ...args, totalBytes });
   return Number(r.bytes) / Number(r.seconds) / 1e9;

@@ -73,10 +73,12 @@ class Peer {
     const opTimeoutMs = Number(process.env.KVF_PEER_OP_TIMEOUT_MS ?? 10_000);
     const progress = process.env.KVF_PEER_PROGRESS === 'busy' ? 'busy' : 'event';
     const spin = process.env.KVF_PEER_SPIN_US;
+    const syncWait = process.env.KVF_PEER_SYNC_WAIT_US;
     this.worker = UcxWorker.create({
       opTimeoutMs,
       progress,
       ...(spin !== undefined && spin !== '' ? { spinUs: Number(spin) } : {}),
+      ...(syncWait !== undefined && syncWait !== '' ? { syncWaitUs: Number(syncWait) } : {}),
     });
   }
 
