@@ -293,8 +293,7 @@ export const KEYS: readonly KeySpec[] = [
     key: 'shard.prefault',
     kind: { t: 'bool' },
     default: true,
-    doc:
-      'Fault in every page of a host arena at start, on a background thread, so the first transfers into it do not pay a page fault per 4 KiB (the node serves meanwhile).',
+    doc: 'Fault in every page of a host arena at start, on a background thread, so the first transfers into it do not pay a page fault per 4 KiB (the node serves meanwhile).',
   },
   {
     key: 'shard.allocTimeoutMs',

@@ -142,7 +142,15 @@ export async function runGet(ctx: FlowContext, state: ReadState, input: GetInput
   // Nodes that failed recent reads go last (a paused node not yet declared dead costs a timeout).
   const suspects = state.down.current();
   const blocks: ReadBlock[] = [...[...plan.byNode.values()].flat(), ...plan.unplaced].map((ref) => {
-    const { candidates, hot, primary } = candidatesFor(ctx, state, input.model, ref, table.cells, salt, suspects);
+    const { candidates, hot, primary } = candidatesFor(
+      ctx,
+      state,
+      input.model,
+      ref,
+      table.cells,
+      salt,
+      suspects,
+    );
     return {
       ref,
       candidates,

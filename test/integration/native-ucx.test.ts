@@ -176,7 +176,13 @@ describe('UCX bad arguments (in this process)', () => {
     const big = Buffer.alloc(8 * MiB);
     expect(big.length).toBeGreaterThan(UCX_SYNC_MAX_BYTES_DEFAULT);
     const results = await ep.getBatch(
-      [0, 1].map((k) => ({ remoteAddress: base, rkey, local: big, localOffset: k * 4 * MiB, length: 4 * MiB })),
+      [0, 1].map((k) => ({
+        remoteAddress: base,
+        rkey,
+        local: big,
+        localOffset: k * 4 * MiB,
+        length: 4 * MiB,
+      })),
     );
     expect(results.every((r) => r.ok)).toBe(true);
     expect(crc32c(big.subarray(0, 4 * MiB))).toBe(crc);

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { CellPlacement } from '../../shared/protocol/cluster.js';
-import { DownNodes, HotCopies, readCandidates, rendezvousOrder, SyncMemory } from '../../shared/sdk/copies.js';
+import {
+  DownNodes,
+  HotCopies,
+  readCandidates,
+  rendezvousOrder,
+  SyncMemory,
+} from '../../shared/sdk/copies.js';
 import { judgeBatch, LeaseWindow } from '../../shared/sdk/lease.js';
 
 const cell = (...replicas: string[]): CellPlacement => ({ replicas, epoch: 1 });
@@ -126,7 +132,14 @@ describe('HotCopies and SyncMemory', () => {
     down.mark('p');
     expect(down.current()).toEqual(new Set(['p']));
     // A later read of a cell led by the suspect reads its replica first, the suspect last.
-    const order = readCandidates({ cell: cell('p', 'r'), cellId: '0.1', blockKey: 'b', salt: 1, spread: false, avoid: down.current() });
+    const order = readCandidates({
+      cell: cell('p', 'r'),
+      cellId: '0.1',
+      blockKey: 'b',
+      salt: 1,
+      spread: false,
+      avoid: down.current(),
+    });
     expect(order).toEqual(['r', 'p']);
     now = 2999;
     expect(down.current().has('p')).toBe(true);

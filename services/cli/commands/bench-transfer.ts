@@ -243,7 +243,10 @@ async function kvfGbps(
   // Warm-up: UCX finishes endpoint wire-up (lanes, peer segments mapped) during the first ops,
   // and JIT settles; ucx_perftest warms up for 10000 iterations by default. Ours: the same count,
   // capped at WARMUP_BYTES_MAX, at least two batches.
-  const warmOps = Math.max(2 * inflight, Math.min(PERFTEST_WARMUP_ITERS, Math.ceil(WARMUP_BYTES_MAX / blockBytes)));
+  const warmOps = Math.max(
+    2 * inflight,
+    Math.min(PERFTEST_WARMUP_ITERS, Math.ceil(WARMUP_BYTES_MAX / blockBytes)),
+  );
   await pair.client.request('run', { ...args, totalBytes: blockBytes * warmOps });
   const totalBytes = Math.max(o.bytesPerCase, blockBytes * Math.max(8, inflight));
   const r = await pair.client.request('run', { ...args, totalBytes });
