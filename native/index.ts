@@ -480,6 +480,15 @@ export interface NativeUcxOp {
   length: number;
 }
 
+export interface NativeUcxArenaOp {
+  remoteAddress: bigint;
+  rkey: number;
+  arena: NativeArenaHandle;
+  index: number;
+  offset: number;
+  length: number;
+}
+
 /** Per-op outcome from the addon: null when the op succeeded, else [ErrorCodeName, message]. */
 export type NativeUcxOpStatus = null | [string, string];
 
@@ -488,6 +497,7 @@ export interface NativeUcxEndpointHandle {
   readonly dead: boolean;
   unpackRkey(packed: Uint8Array): number;
   submit(kind: 'get' | 'put', ops: NativeUcxOp[]): Promise<NativeUcxOpStatus[]>;
+  submitArena(kind: 'get' | 'put', ops: NativeUcxArenaOp[]): Promise<NativeUcxOpStatus[]>;
   direct(kind: 'get' | 'put', ops: NativeUcxOp[], checksum: boolean): Promise<Uint32Array | undefined>;
   rkeyMapped(rkey: number): boolean;
   close(): void;
@@ -507,6 +517,9 @@ export interface UcxWorkerInfo {
   syncWaitUs: number;
   /** Largest batch (total bytes) the bounded synchronous wait applies to. */
   syncMaxBytes: number;
+  /** Arena-block ops (getToArena/putFromArena) moved through host bounce buffers so far. */
+  stagedOps: number;
+  stagedBytes: number;
   opTimeoutMs: number;
   closed: boolean;
 }
@@ -637,6 +650,20 @@ export interface OpResult {
   error?: KvfError;
 }
 
+/**
+ * An op whose local side is a range of an allocated arena block (host or CUDA): what
+ * Endpoint.getToArena/putFromArena move.
+ */
+export interface ArenaTransferOp {
+  remoteAddress: bigint;
+  rkey: RemoteKey;
+  arena: Arena;
+  index: number;
+  /** Byte offset inside the block. @default 0 */
+  offset?: number;
+  length: number;
+}
+
 /** What directBatch returns: per-op results and, when asked, each op's local CRC-32C. */
 export interface DirectResult {
   results: OpResult[];
@@ -661,6 +688,13 @@ function toNativeOp(op: TransferOp): NativeUcxOp {
     localOffset: op.localOffset ?? 0,
     length: op.length,
   };
+}
+
+function toResults(statuses: readonly NativeUcxOpStatus[]): OpResult[] {
+  return statuses.map((s) => {
+    const error = statusError(s);
+    return error ? { ok: false, error } : { ok: true };
+  });
 }
 
 function statusError(status: NativeUcxOpStatus): KvfError | undefined {
@@ -720,6 +754,21 @@ export class Endpoint {
   }
 
   /**
+   * remote -> arena blocks. Host blocks, and CUDA blocks when UCX can register CUDA memory
+   * (UcxWorkerInfo.cudaPath 'direct'), are written by UCX directly; CUDA blocks this UCX cannot
+   * reach ('staged') land in a page-locked bounce buffer and are copied to the device before this
+   * resolves. One result per op, like getBatch; a failed op leaves its block's bytes undefined.
+   */
+  async getToArena(ops: ArenaTransferOp[]): Promise<OpResult[]> {
+    return this.#arenaBatch('get', ops);
+  }
+
+  /** arena blocks -> remote, staged through a bounce buffer the same way; visible when resolved. */
+  async putFromArena(ops: ArenaTransferOp[]): Promise<OpResult[]> {
+    return this.#arenaBatch('put', ops);
+  }
+
+  /**
    * Whether the peer's memory behind `rkey` is mapped into this process by UCX (ucp_rkey_ptr:
    * a same-host peer over shared memory), so directBatch can move it.
    */
@@ -773,18 +822,31 @@ export class Endpoint {
 
   async #batch(kind: 'get' | 'put', ops: TransferOp[]): Promise<OpResult[]> {
     if (ops.length === 0) return [];
-    const statuses = await this.#submit(kind, ops);
-    return statuses.map((s) => {
-      const error = statusError(s);
-      return error ? { ok: false, error } : { ok: true };
-    });
+    return toResults(await this.#submit(kind, ops));
+  }
+
+  async #arenaBatch(kind: 'get' | 'put', ops: ArenaTransferOp[]): Promise<OpResult[]> {
+    if (ops.length === 0) return [];
+    const native = ops.map((op) => ({
+      remoteAddress: op.remoteAddress,
+      rkey: op.rkey.id,
+      arena: nativeArenaHandle(op.arena),
+      index: op.index,
+      offset: op.offset ?? 0,
+      length: op.length,
+    }));
+    return toResults(await this.#track(() => this.#handle.submitArena(kind, native)));
   }
 
   #submit(kind: 'get' | 'put', ops: TransferOp[]): Promise<NativeUcxOpStatus[]> {
+    return this.#track(() => this.#handle.submit(kind, ops.map(toNativeOp)));
+  }
+
+  #track(start: () => Promise<NativeUcxOpStatus[]>): Promise<NativeUcxOpStatus[]> {
     let p: Promise<NativeUcxOpStatus[]>;
     try {
       this.#checkOpen();
-      p = callNative(() => this.#handle.submit(kind, ops.map(toNativeOp)));
+      p = callNative(start);
     } catch (err) {
       return Promise.reject(fromNativeError(err));
     }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -20,6 +21,7 @@
 
 #include "arena.h"
 #include "checksum.h"
+#include "cuda_mem.h"
 #include "async_work.h"
 #include "js_args.h"
 #include "ucx_core.h"
@@ -227,6 +229,7 @@ class EndpointWrap : public Napi::ObjectWrap<EndpointWrap> {
     return DefineClass(env, "NativeUcxEndpoint",
                        {InstanceMethod<&EndpointWrap::UnpackRkey>("unpackRkey"),
                         InstanceMethod<&EndpointWrap::Submit>("submit"),
+                        InstanceMethod<&EndpointWrap::SubmitArena>("submitArena"),
                         InstanceMethod<&EndpointWrap::Direct>("direct"),
                         InstanceMethod<&EndpointWrap::RkeyMapped>("rkeyMapped"),
                         InstanceAccessor<&EndpointWrap::Dead>("dead"),
@@ -244,6 +247,8 @@ class EndpointWrap : public Napi::ObjectWrap<EndpointWrap> {
  private:
   Napi::Value UnpackRkey(const Napi::CallbackInfo& info);
   Napi::Value Submit(const Napi::CallbackInfo& info);
+  Napi::Value SubmitArena(const Napi::CallbackInfo& info);
+  const RkeyInfo& RemoteRange(const Napi::Object& o, uint32_t i, uint64_t len, uint64_t* remote);
   Napi::Value Direct(const Napi::CallbackInfo& info);
   Napi::Value RkeyMapped(const Napi::CallbackInfo& info);
   struct ParsedOp {
@@ -290,6 +295,10 @@ class WorkerWrap : public Napi::ObjectWrap<WorkerWrap> {
 
   bool closed() const { return closed_; }
   int64_t op_timeout_ms() const { return op_timeout_ms_; }
+  void CountStaged(uint64_t ops, uint64_t bytes) {
+    staged_ops_ += ops;
+    staged_bytes_ += bytes;
+  }
   void Track(Napi::Env env, Batch* batch, uint64_t bytes) {
     if (inflight_++ == 0) tsfn_.Ref(env);
     const bool wait = sync_wait_us_ > 0 && bytes <= sync_max_bytes_ && batch->ep->watch_pid &&
@@ -330,6 +339,8 @@ class WorkerWrap : public Napi::ObjectWrap<WorkerWrap> {
   const Batch* waiting_for_ = nullptr;  // SyncWait's batch; Drain sets waiting_done_ on it
   bool waiting_done_ = false;
   int64_t inflight_ = 0;
+  uint64_t staged_ops_ = 0;    // ops moved through host bounce buffers (submitArena)
+  uint64_t staged_bytes_ = 0;
   bool closed_ = false;
   bool tsfn_released_ = false;
   std::atomic<bool> close_done_{false};
@@ -428,6 +439,8 @@ Napi::Value WorkerWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("spinUs", Napi::Number::New(env, static_cast<double>(core_->spin_us())));
   out.Set("syncWaitUs", Napi::Number::New(env, static_cast<double>(sync_wait_us_)));
   out.Set("syncMaxBytes", Napi::Number::New(env, static_cast<double>(sync_max_bytes_)));
+  out.Set("stagedOps", Napi::Number::New(env, static_cast<double>(staged_ops_)));
+  out.Set("stagedBytes", Napi::Number::New(env, static_cast<double>(staged_bytes_)));
   out.Set("opTimeoutMs", Napi::Number::New(env, static_cast<double>(op_timeout_ms_)));
   out.Set("closed", Napi::Boolean::New(env, closed_));
   out.Set("sharedMemory", Napi::Boolean::New(env, core_->shm_capable()));
@@ -656,6 +669,225 @@ Napi::Value EndpointWrap::UnpackRkey(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), id);
 }
 
+// ---- staged transfers: arena blocks UCX cannot reach (device memory without UCX CUDA support) --
+
+namespace {
+
+// Debug hook for tests without a GPU: KVF_DEBUG_STAGE_HOST_ARENAS=1 stages host-arena ops through
+// bounce buffers too (memcpy where a CUDA arena uses cudaMemcpy), so the staging path (bounce
+// buffers, ordering, the timed-out-batch rule) runs on any machine.
+bool StageHostArenas() {
+  const char* v = std::getenv("KVF_DEBUG_STAGE_HOST_ARENAS");
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
+
+// A bounce buffer: page-locked host memory (cudaHostAlloc) for CUDA arenas, so cudaMemcpy runs
+// at full PCIe speed and UCX can register it; plain aligned memory for the host-arena debug mode.
+// Reused through a small per-process cache: pinned allocation costs milliseconds per call.
+class StagingPool {
+ public:
+  struct Buf {
+    uint8_t* ptr = nullptr;
+    size_t bytes = 0;
+    bool pinned = false;
+  };
+  static StagingPool& Get() {
+    static StagingPool pool;
+    return pool;
+  }
+  Buf Take(size_t want, bool pinned) {
+    const size_t bytes = SizeClass(want);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t k = 0; k < free_.size(); ++k) {
+        if (free_[k].bytes == bytes && free_[k].pinned == pinned) {
+          Buf b = free_[k];
+          free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(k));
+          cached_ -= b.bytes;
+          return b;
+        }
+      }
+    }
+    Buf b{nullptr, bytes, pinned};
+    if (pinned) {
+      b.ptr = static_cast<uint8_t*>(cuda::PinnedAlloc(bytes));
+    } else {
+      void* p = nullptr;
+      if (posix_memalign(&p, 4096, bytes) != 0) Fail(Code::Internal, "cannot allocate a staging buffer");
+      b.ptr = static_cast<uint8_t*>(p);
+    }
+    return b;
+  }
+  void Give(Buf b) {
+    if (b.ptr == nullptr) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + b.bytes <= kCacheBytesMax) {
+        free_.push_back(b);
+        cached_ += b.bytes;
+        return;
+      }
+    }
+    Free(b);
+  }
+
+ private:
+  static constexpr size_t kCacheBytesMax = size_t{256} << 20;
+  static size_t SizeClass(size_t n) {
+    size_t c = size_t{1} << 20;
+    while (c < n) c <<= 1;
+    return c;
+  }
+  static void Free(const Buf& b) {
+    if (b.pinned) {
+      cuda::PinnedFree(b.ptr);
+    } else {
+      std::free(b.ptr);
+    }
+  }
+  std::mutex mu_;
+  std::vector<Buf> free_;
+  size_t cached_ = 0;
+};
+
+// One staged op: its device (or debug host) block range and its slice of the bounce buffer.
+struct StagedOp {
+  size_t index;  // op index in the batch
+  uint8_t* block;
+  uint8_t* bounce;
+  size_t length;
+};
+
+// Everything a staged batch holds until UCX is done with it (freed with the batch).
+struct Staging {
+  StagingPool::Buf buf;
+  std::vector<StagedOp> ops;
+  std::vector<std::shared_ptr<Region>> regions;  // arena memory stays mapped while in flight
+  bool device = false;
+  int device_id = 0;
+  ~Staging() { StagingPool::Get().Give(buf); }
+  void ToBounce() const {
+    for (const StagedOp& s : ops) {
+      if (device) {
+        cuda::CopyToHost(device_id, s.bounce, s.block, s.length);
+      } else {
+        std::memcpy(s.bounce, s.block, s.length);
+      }
+    }
+  }
+  void FromBounce(const std::vector<ucx::OpStatus>& status) const {
+    for (const StagedOp& s : ops) {
+      if (!status[s.index].ok) continue;
+      if (device) {
+        cuda::CopyToDevice(device_id, s.block, s.bounce, s.length);
+      } else {
+        std::memcpy(s.block, s.bounce, s.length);
+      }
+    }
+  }
+};
+
+}  // namespace
+
+// submitArena(kind, ops: {remoteAddress, rkey, arena, index, offset?, length}[])
+//   -> Promise<(null | [codeName, message])[]>
+// Like submit(), with the local side a block range of an Arena. A host arena block, or a CUDA
+// arena block when UCX can register CUDA memory, is moved by UCX directly (the CUDA memory type is
+// passed to UCX); a CUDA arena block that this UCX cannot reach goes through a page-locked bounce
+// buffer: a put copies device -> bounce before the transfer, a get copies bounce -> device after
+// it (on the progress thread; the promise settles after the copy). Same results either way.
+// Errors: BAD_REQUEST (not an arena, a block not allocated, mixed device arenas), OUT_OF_RANGE
+// (offset/length past the block, remote range), CLOSED (arena closed), CUDA_UNAVAILABLE.
+Napi::Value EndpointWrap::SubmitArena(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen();
+  std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (kind != "get" && kind != "put") Fail(Code::BadRequest, "kind must be get or put");
+  if (!info[1].IsArray()) Fail(Code::BadRequest, "ops must be an array");
+  Napi::Array ops = info[1].As<Napi::Array>();
+  const uint32_t n = ops.Length();
+  if (n == 0) Fail(Code::BadRequest, "ops must not be empty");
+  const bool cuda_direct = (core_->context()->memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) != 0;
+  const bool stage_host = StageHostArenas();
+  auto batch = std::make_unique<Batch>();
+  auto baton = std::make_unique<JsBaton>(env);
+  auto staging = std::make_shared<Staging>();
+  batch->kind = kind == "get" ? ucx::OpKind::Get : ucx::OpKind::Put;
+  batch->ep = ep_;
+  batch->ops.reserve(n);
+  uint64_t bytes = 0;
+  size_t staged_bytes = 0;
+  bool any_device_staged = false;
+  for (uint32_t i = 0; i < n; ++i) {
+    Napi::Value v = ops.Get(i);
+    if (!v.IsObject()) Fail(Code::BadRequest, "op " + std::to_string(i) + " must be an object");
+    Napi::Object o = v.As<Napi::Object>();
+    std::shared_ptr<Arena> arena = ArenaFromJs(o.Get("arena"));
+    const uint64_t index = static_cast<uint64_t>(NumberProp(o, "index", 0));
+    const uint64_t off = static_cast<uint64_t>(NumberProp(o, "offset", 0));
+    const uint64_t len = static_cast<uint64_t>(NumberProp(o, "length", 0));
+    if (len == 0) Fail(Code::BadRequest, "op " + std::to_string(i) + ": length must be positive");
+    if (index >= arena->capacity()) {
+      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": block " + std::to_string(index) + " is outside the arena");
+    }
+    if (!arena->IsAllocated(static_cast<uint32_t>(index))) {
+      Fail(Code::BadRequest, "op " + std::to_string(i) + ": block " + std::to_string(index) + " is not allocated");
+    }
+    const uint64_t bb = arena->config().block_bytes;
+    if (off > bb || len > bb - off) {
+      Fail(Code::OutOfRange, "op " + std::to_string(i) + ": range [" + std::to_string(off) + ", +" +
+                                 std::to_string(len) + ") leaves the " + std::to_string(bb) + "-byte block");
+    }
+    uint64_t remote = 0;
+    const RkeyInfo& ri = RemoteRange(o, i, len, &remote);
+    std::shared_ptr<Region> region = arena->region();
+    auto* block = reinterpret_cast<uint8_t*>(arena->AddressOf(static_cast<uint32_t>(index)) + off);
+    const bool device = region->kind() == ArenaKind::Cuda;
+    ucx::OpDesc d{remote, ri.rkey, block, static_cast<size_t>(len)};
+    if (device && cuda_direct) {
+      d.mem_type = UCS_MEMORY_TYPE_CUDA;
+    } else if (device || stage_host) {
+      if (!staging->ops.empty() && (staging->device != device || (device && staging->device_id != region->device()))) {
+        Fail(Code::BadRequest, "one submitArena batch may stage blocks of one device only");
+      }
+      staging->device = device;
+      staging->device_id = device ? region->device() : 0;
+      any_device_staged = any_device_staged || device;
+      staging->ops.push_back(StagedOp{i, block, nullptr, static_cast<size_t>(len)});
+      staged_bytes += len;
+    }
+    staging->regions.push_back(std::move(region));
+    batch->ops.push_back(d);
+    baton->keep.push_back(Napi::Persistent(o.Get("arena").As<Napi::Object>()));
+    bytes += len;
+  }
+  if (!staging->ops.empty()) {
+    staging->buf = StagingPool::Get().Take(staged_bytes, any_device_staged);
+    size_t at = 0;
+    for (StagedOp& s : staging->ops) {
+      s.bounce = staging->buf.ptr + at;
+      batch->ops[s.index].local = s.bounce;
+      batch->ops[s.index].mem_type = UCS_MEMORY_TYPE_HOST;
+      at += s.length;
+    }
+    if (batch->kind == ucx::OpKind::Put) {
+      batch->before_start = [staging] { staging->ToBounce(); };
+    }
+    batch->after_done = [staging, get = batch->kind == ucx::OpKind::Get](std::vector<ucx::OpStatus>& st) {
+      if (get) staging->FromBounce(st);
+    };
+    worker_->CountStaged(staging->ops.size(), staged_bytes);
+  } else {
+    // Nothing staged: still hold the arenas' memory until UCX lets go of it.
+    batch->after_done = [staging](std::vector<ucx::OpStatus>&) {};
+  }
+  batch->deadline_ns = ucx::NowNs() + ep_->op_timeout_ns;
+  Napi::Promise promise = baton->deferred.Promise();
+  batch->js = baton.release();
+  worker_->Track(env, batch.release(), bytes);
+  return promise;
+}
+
 // submit(kind: 'get'|'put', ops: {remoteAddress, rkey, local, localOffset?, length}[])
 //   -> Promise<(null | [codeName, message])[]>
 Napi::Value EndpointWrap::Submit(const Napi::CallbackInfo& info) {
@@ -697,22 +929,30 @@ EndpointWrap::ParsedOp EndpointWrap::ParseOp(const Napi::Array& ops, uint32_t i)
   Bytes b = TypedBytes(local, "local");
   const uint64_t off = static_cast<uint64_t>(NumberProp(o, "localOffset", 0));
   const uint64_t len = static_cast<uint64_t>(NumberProp(o, "length", 0));
-  const uint64_t remote = BigIntArg(o.Get("remoteAddress"), "remoteAddress");
-  const uint32_t rk = static_cast<uint32_t>(NumberProp(o, "rkey", 0));
   if (len == 0) Fail(Code::BadRequest, "op " + std::to_string(i) + ": length must be positive");
   if (off > b.length || len > b.length - off) {
     Fail(Code::OutOfRange, "op " + std::to_string(i) + ": local range [" + std::to_string(off) + ", +" +
                                std::to_string(len) + ") exceeds the " + std::to_string(b.length) +
                                "-byte buffer");
   }
+  uint64_t at = 0;
+  const RkeyInfo& ri = RemoteRange(o, i, len, &at);
+  return ParsedOp{local, b.data + off, len, at, &ri};
+}
+
+// An op's remote side: a known rkey and [remoteAddress, +len) inside its registered region.
+const RkeyInfo& EndpointWrap::RemoteRange(const Napi::Object& o, uint32_t i, uint64_t len, uint64_t* remote) {
+  *remote = BigIntArg(o.Get("remoteAddress"), "remoteAddress");
+  const uint32_t rk = static_cast<uint32_t>(NumberProp(o, "rkey", 0));
   auto it = rkeys_.find(rk);
   if (it == rkeys_.end()) Fail(Code::BadRequest, "op " + std::to_string(i) + ": unknown rkey id");
   const RkeyInfo& ri = it->second;
-  if (remote < ri.base || remote - ri.base > ri.length || len > ri.length - (remote - ri.base)) {
+  const uint64_t r = *remote;
+  if (r < ri.base || r - ri.base > ri.length || len > ri.length - (r - ri.base)) {
     Fail(Code::OutOfRange, "op " + std::to_string(i) + ": remote range exceeds the registered region (" +
                                std::to_string(ri.length) + " bytes)");
   }
-  return ParsedOp{local, b.data + off, len, remote, &ri};
+  return ri;
 }
 
 // rkeyMapped(id) -> boolean: whether direct() can serve ops on this rkey.

@@ -38,6 +38,13 @@ void Check(ucs_status_t st, Code code, const std::string& what) {
 
 void FreeOnDone(void* request, ucs_status_t, void*) { ucp_request_free(request); }
 
+// An exception's message without the "KVF_<CODE>: " tag (the code travels separately).
+std::string Untagged(const std::exception& e) {
+  std::string m = e.what();
+  const size_t at = m.rfind("KVF_", 0) == 0 ? m.find(": ") : std::string::npos;
+  return at == std::string::npos ? m : m.substr(at + 2);
+}
+
 // Does the transport list (option or UCX_TLS) allow shared memory? Unset and "all" do.
 bool TlsAllowsShm(const std::string& tls) {
   if (tls.empty() || tls == "all" || tls[0] == '^') return true;  // '^': an exclusion list
@@ -404,12 +411,28 @@ void WorkerCore::StartBatch(Batch* batch) {
   auto fail_all = [&](Code code, const std::string& msg) {
     for (auto& s : batch->status) s = OpStatus{false, true, code, msg};
   };
-  if (closing_.load()) fail_all(Code::Closed, "UCX worker is closing");
-  if (!closing_.load() && ep->failed) fail_all(ep->fail_code, ep->fail_message);
+  bool post = true;
+  if (closing_.load()) {
+    fail_all(Code::Closed, "UCX worker is closing");
+    post = false;
+  } else if (ep->failed) {
+    fail_all(ep->fail_code, ep->fail_message);
+    post = false;
+  } else if (batch->before_start) {
+    try {
+      batch->before_start();
+    } catch (const KvfException& e) {
+      fail_all(e.code(), Untagged(e));
+      post = false;
+    } catch (const std::exception& e) {
+      fail_all(Code::Internal, e.what());
+      post = false;
+    }
+  }
   // A guard count: a request completing while later ones are still being submitted must not
   // finish (and hand to JS, which frees it) the batch under this loop.
   batch->outstanding = 1;
-  if (!ep->failed && !closing_.load()) {
+  if (post) {
     ep->pending.push_back(batch);
     for (size_t i = 0; i < n; ++i) {
       const OpDesc& op = batch->ops[i];
@@ -418,6 +441,10 @@ void WorkerCore::StartBatch(Batch* batch) {
       p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
       p.cb.send = &WorkerCore::OnSend;
       p.user_data = &batch->reqs[i];
+      if (op.mem_type != UCS_MEMORY_TYPE_UNKNOWN) {
+        p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+        p.memory_type = op.mem_type;
+      }
       ucs_status_ptr_t r = batch->kind == OpKind::Get
                                ? ucp_get_nbx(ep->ep, op.local, op.length, op.remote, op.rkey, &p)
                                : ucp_put_nbx(ep->ep, op.local, op.length, op.remote, op.rkey, &p);
@@ -486,6 +513,16 @@ void WorkerCore::MaybeComplete(Batch* batch) {
   auto& pend = batch->ep->pending;
   pend.erase(std::remove(pend.begin(), pend.end(), batch), pend.end());
   const bool report = !batch->reported;
+  if (report && batch->after_done) {
+    try {
+      batch->after_done(batch->status);
+    } catch (const std::exception& e) {
+      const KvfException* k = dynamic_cast<const KvfException*>(&e);
+      for (auto& s : batch->status) {
+        if (s.ok) s = OpStatus{false, true, k != nullptr ? k->code() : Code::Internal, Untagged(e)};
+      }
+    }
+  }
   batch->reported = true;
   batch->released = true;
   Push(Completion{batch, report, true});  // last touch: the JS thread may free it right away

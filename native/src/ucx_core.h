@@ -45,6 +45,9 @@ struct OpDesc {
   ucp_rkey_h rkey = nullptr;
   uint8_t* local = nullptr;
   size_t length = 0;
+  // The local buffer's memory type when the caller knows it (a CUDA arena block); UNKNOWN lets
+  // UCX detect it (host memory).
+  ucs_memory_type_t mem_type = UCS_MEMORY_TYPE_UNKNOWN;
 };
 
 struct EpCore;
@@ -69,6 +72,13 @@ struct Batch {
   bool reported = false;  // statuses delivered to JS (promise settled)
   bool released = false;  // no UCX request references the buffers any more
   void* js = nullptr;     // JS-side baton (deferred + buffer references), opaque here
+  // Staged transfers (device memory this UCX cannot reach, moved through host bounce buffers),
+  // both on the progress thread: before_start before the first op is posted (a put copies the
+  // device bytes into its bounce buffers); after_done once every op finished and only if the
+  // batch was not reported yet (a get copies the ok ops' bytes to the device: a timed-out batch
+  // never writes device memory the caller was told failed). A throw fails the ops it concerns.
+  std::function<void()> before_start;
+  std::function<void(std::vector<OpStatus>&)> after_done;
 };
 
 class WorkerCore;

@@ -96,8 +96,12 @@ export async function ensureBuckets(nc: NatsConnection, opts: BucketOptions = {}
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
   const kvm = new Kvm(js);
+  // allow_direct off: a direct get may be answered by any replica, and a replica that is catching
+  // up (a restarted nats-server) answers with an old revision. The readers of these buckets act on
+  // what they read (a member recovering from a lost heartbeat CAS, a standby reading the leader
+  // lease, the coordinator re-reading a silent member), so every get goes to the stream leader.
   const open = (name: string, history: number): Promise<KV> =>
-    retryOnce(name, () => kvm.create(name, { history, replicas: o.replicas }));
+    retryOnce(name, () => kvm.create(name, { history, replicas: o.replicas, allow_direct: false }));
   // Members: only the latest heartbeat matters. Models: one version per id, rewritten never.
   const [members, placement, leader, models] = await Promise.all([
     open(MEMBERS_BUCKET, 1),

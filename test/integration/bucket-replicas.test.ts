@@ -42,6 +42,11 @@ async function replicasOf(jsm: JetStreamManager): Promise<(number | undefined)[]
   );
 }
 
+/** The KV buckets' allow_direct: off, so no get is answered by a lagging replica. */
+async function directOf(jsm: JetStreamManager): Promise<(boolean | undefined)[]> {
+  return Promise.all(STREAMS.slice(0, 4).map((s) => jsm.streams.info(s).then((i) => i.config.allow_direct)));
+}
+
 async function deleteAll(jsm: JetStreamManager): Promise<void> {
   for (const s of STREAMS) await jsm.streams.delete(s).catch(() => false);
 }
@@ -85,6 +90,7 @@ describe('nats.jetstreamReplicas when an actor creates the buckets first', () =>
         30_000,
       );
       expect(await replicasOf(jsm)).toEqual(STREAMS.map(() => 3));
+      expect(await directOf(jsm)).toEqual([false, false, false, false]);
     } finally {
       child.kill('SIGKILL');
       await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));

@@ -6,10 +6,12 @@ import { randomFillSync } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
+  Arena,
   crc32c,
   nativeInfo,
   UcxWorker,
   UCX_SPIN_US_DEFAULT,
+  type ArenaTransferOp,
   type Endpoint,
   type RegisteredArena,
   type RemoteKey,
@@ -238,6 +240,114 @@ for (const { transport, spinUs } of cases) {
       const { crc } = await server.request('crc', { region: remote.region });
       expect(crc).toBe(await localCrc());
     });
+
+    it('arena blocks: getToArena/putFromArena byte-exact, by UCX directly and staged through bounce buffers', async () => {
+      const n = mine.arena.blockCount;
+      const blocks = mine.arena.allocMany(n);
+      const arenaOps = (): ArenaTransferOp[] =>
+        blocks.map((index, i) => ({
+          remoteAddress: BigInt(String(remote.address)) + BigInt(i * MiB),
+          rkey,
+          arena: mine.arena,
+          index,
+          length: MiB,
+        }));
+      try {
+        for (const staged of [false, true]) {
+          // The debug hook stages host blocks exactly as CUDA blocks are staged without UCX CUDA
+          // support (cudaMemcpy replaced by memcpy), so the staging path runs without a GPU.
+          if (staged) process.env.KVF_DEBUG_STAGE_HOST_ARENAS = '1';
+          else delete process.env.KVF_DEBUG_STAGE_HOST_ARENAS;
+          const before = worker.info().stagedOps;
+          for (const i of blocks) mine.arena.write(i, 0, random(MiB));
+          const want = await localCrc();
+          for (let k = 0; k < n; k += 16) {
+            const r = await ep.putFromArena(arenaOps().slice(k, k + 16));
+            expect(r.every((x) => x.ok)).toBe(true);
+          }
+          expect((await server.request('crc', { region: remote.region })).crc).toBe(want);
+          for (const i of blocks) mine.arena.write(i, 0, new Uint8Array(MiB));
+          for (let k = 0; k < n; k += 16) {
+            const r = await ep.getToArena(arenaOps().slice(k, k + 16));
+            expect(r.every((x) => x.ok)).toBe(true);
+          }
+          expect(await localCrc()).toBe(want);
+          // A sub-range of a block: only those bytes move.
+          mine.arena.write(blocks[0]!, 0, new Uint8Array(MiB));
+          const [first] = arenaOps();
+          expect(
+            (
+              await ep.getToArena([
+                { ...first!, offset: 4096, remoteAddress: first!.remoteAddress + 4096n, length: 8192 },
+              ])
+            )[0]!.ok,
+          ).toBe(true);
+          const view = mine.arena.hostView(blocks[0]!) as Buffer;
+          expect(view.subarray(0, 4096).every((b) => b === 0)).toBe(true);
+          expect(view.subarray(12288).every((b) => b === 0)).toBe(true);
+          expect(view.subarray(4096, 12288).some((b) => b !== 0)).toBe(true);
+          expect(worker.info().stagedOps - before).toBe(staged ? 2 * n + 1 : 0);
+        }
+        // Bad ops reject before anything moves.
+        const [first] = arenaOps();
+        mine.arena.release(blocks[1]!);
+        await expect(ep.getToArena([{ ...first!, index: blocks[1]! }])).rejects.toMatchObject({
+          codeName: 'BAD_REQUEST',
+        });
+        await expect(ep.getToArena([{ ...first!, offset: 1, length: MiB }])).rejects.toMatchObject({
+          codeName: 'OUT_OF_RANGE',
+        });
+        await expect(ep.getToArena([{ ...first!, index: n }])).rejects.toMatchObject({
+          codeName: 'OUT_OF_RANGE',
+        });
+        await expect(
+          ep.putFromArena([{ ...first!, remoteAddress: first!.remoteAddress + BigInt(ARENA_BYTES) }]),
+        ).rejects.toMatchObject({ codeName: 'OUT_OF_RANGE' });
+        const closed = Arena.open({ kind: 'host', blockBytes: MiB, blockCount: 1 });
+        const ci = closed.alloc();
+        closed.close();
+        await expect(ep.getToArena([{ ...first!, arena: closed, index: ci }])).rejects.toMatchObject({
+          codeName: 'CLOSED',
+        });
+        mine.arena.alloc(); // block 1 again, so the release below covers every block
+      } finally {
+        delete process.env.KVF_DEBUG_STAGE_HOST_ARENAS;
+        for (const i of blocks) if (mine.arena.isAllocated(i)) mine.arena.release(i);
+      }
+    });
+
+    // Runs where a GPU is (reported as skipped elsewhere): device blocks move byte-exact, straight
+    // through UCX when it can register CUDA memory, else through the pinned bounce buffers.
+    it.skipIf(nativeInfo().cudaDevices === 0 || transport !== 'sm')(
+      'a CUDA arena block moves byte-exact by getToArena/putFromArena (GPU only)',
+      async () => {
+        const dev = Arena.open({ kind: 'cuda', blockBytes: MiB, blockCount: 4 });
+        try {
+          const staged = worker.info().cudaPath === 'staged';
+          const before = worker.info().stagedOps;
+          const idx = dev.allocMany(4);
+          const src = random(4 * MiB);
+          idx.forEach((b, k) => dev.write(b, 0, src.subarray(k * MiB, (k + 1) * MiB)));
+          const devOps = idx.map((index, k) => ({
+            remoteAddress: BigInt(String(remote.address)) + BigInt(k * MiB),
+            rkey,
+            arena: dev,
+            index,
+            length: MiB,
+          }));
+          expect((await ep.putFromArena(devOps)).every((r) => r.ok)).toBe(true);
+          const back = Buffer.alloc(4 * MiB);
+          await ep.get({ remoteAddress: BigInt(String(remote.address)), rkey, local: back, length: 4 * MiB });
+          expect(crc32c(back)).toBe(crc32c(src));
+          idx.forEach((b) => dev.write(b, 0, new Uint8Array(MiB)));
+          expect((await ep.getToArena(devOps)).every((r) => r.ok)).toBe(true);
+          idx.forEach((b, k) => expect(dev.checksum(b)).toBe(crc32c(src.subarray(k * MiB, (k + 1) * MiB))));
+          expect(worker.info().stagedOps - before).toBe(staged ? 8 : 0);
+        } finally {
+          dev.close();
+        }
+      },
+    );
 
     it('direct: mapped over shared memory only; gets and puts byte-exact, with per-block CRCs', async () => {
       expect(ep.mapped(rkey)).toBe(transport === 'sm');
