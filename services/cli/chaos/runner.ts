@@ -35,7 +35,12 @@ export interface ChaosOptions {
   durationMs?: number;
   /** Shard nodes (at least 4). @default 4 */
   shards?: number;
-  /** Arena per shard node; big enough that nothing is evicted. @default 64 MiB */
+  /**
+   * Arena per shard node; big enough that nothing is evicted. Every round writes new prompts (a
+   * namespace per round) and nothing deletes them, so a long run fills the arenas: 256 MiB holds
+   * about 30 rounds of the default workload (64 MiB filled up in the 8th round of a 10-minute
+   * run). Pages are touched as blocks land (prefault off). @default 256 MiB
+   */
   arenaBytes?: number;
   /** Workload before the fault. @default 1500 */
   warmupMs?: number;
@@ -56,7 +61,7 @@ export interface ChaosOptions {
 
 export const CHAOS_DEFAULTS = {
   shards: 4,
-  arenaBytes: 64 * 1024 * 1024,
+  arenaBytes: 256 * 1024 * 1024,
   warmupMs: 1500,
   faultPhaseMs: 4000,
   failoverWaitMs: 10_000,
@@ -152,6 +157,9 @@ async function makeContext(
       [envNameFor('coordinator.replicationFactor')]: String(D.replicationFactor),
       [envNameFor('shard.readLeaseMs')]: String(D.readLeaseMs),
       [envNameFor('shard.allocTimeoutMs')]: String(D.allocTimeoutMs),
+      // Prefaulting a fresh (replacement) node's arena takes a second of CPU in the middle of a
+      // scenario on 2 cores, next to sub-second liveness timeouts; the harness's clusters skip it too.
+      [envNameFor('shard.prefault')]: 'false',
       KVFABRIC_TEST_HOOKS: '1',
     },
     ...(o.clusterLog ? { log: o.clusterLog } : {}),
