@@ -215,10 +215,16 @@ void WorkerCore::Post(std::function<void()> fn) {
     std::lock_guard<std::mutex> lock(mu_);
     commands_.push_back(std::move(fn));
   }
-  command_posted_.store(true, std::memory_order_release);
-  uint64_t one = 1;
-  ssize_t n = write(wake_fd_, &one, sizeof(one));
-  (void)n;  // a full eventfd counter still wakes the thread
+  // The eventfd write (a syscall) is needed only when the thread may be asleep: while it polls it
+  // sees command_posted_. Dekker-style with the thread's side in Loop (both seq_cst): it sets
+  // may_sleep_ and then re-checks command_posted_ before epoll_wait, so one of the two always
+  // sees the other's store and a command is never left unnoticed.
+  command_posted_.store(true);
+  if (may_sleep_.load()) {
+    uint64_t one = 1;
+    ssize_t n = write(wake_fd_, &one, sizeof(one));
+    (void)n;  // a full eventfd counter still wakes the thread
+  }
 }
 
 void WorkerCore::RunSync(const std::function<void()>& fn) {
@@ -268,9 +274,12 @@ void WorkerCore::Push(Completion c) {
 }
 
 bool WorkerCore::DrainCommands() {
-  uint64_t counter = 0;
-  ssize_t n = read(wake_fd_, &counter, sizeof(counter));
-  (void)n;
+  if (woken_) {
+    uint64_t counter = 0;
+    ssize_t n = read(wake_fd_, &counter, sizeof(counter));  // non-blocking: resets the counter
+    (void)n;
+    woken_ = false;
+  }
   std::deque<std::function<void()>> cmds;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -294,7 +303,14 @@ void WorkerCore::Loop() {
     if (opts_.busy_poll && !live_.empty()) continue;  // spin only while ops are in flight
     if (SpinForActivity()) continue;
     if (ucp_worker_arm(worker_) == UCS_ERR_BUSY) continue;
+    may_sleep_.store(true);
+    if (command_posted_.load()) {
+      may_sleep_.store(false);
+      continue;
+    }
     epoll_wait(epoll_fd_, events, 4, WaitTimeoutMs());
+    may_sleep_.store(false);
+    woken_ = true;  // drain the eventfd next time round (whether or not it fired)
   }
   if (on_closed_) on_closed_();
 }

@@ -208,6 +208,8 @@ class WorkerCore {
   std::vector<Completion> completions_;
   std::atomic<bool> notify_pending_{false};
   std::atomic<bool> command_posted_{false};  // set by Post, read while spinning
+  std::atomic<bool> may_sleep_{true};  // the thread is at or in epoll_wait: Post must write wake_fd_
+  bool woken_ = true;                  // progress thread only: wake_fd_ may hold a count to reset
   std::atomic<bool> closing_{false};
   std::atomic<bool> js_polling_{false};
   std::atomic<uint64_t> completion_count_{0};  // bumped by every Push, read by HasCompletions
