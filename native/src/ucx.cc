@@ -8,6 +8,7 @@
 // remote range outside the registered region is OUT_OF_RANGE before it reaches UCX.
 #include "ucx.h"
 
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -38,6 +39,9 @@ Napi::FunctionReference* g_endpoint_ctor = nullptr;
 bool g_worker_open = false;  // one worker per process (JS thread only)
 // A longer spin is busy polling by another name; 'busy' progress exists for that.
 constexpr int64_t kSpinUsMax = 1000000;
+
+// How long SyncWait spins with `pause` before it starts yielding the core between polls.
+constexpr int64_t kSyncPureSpinNs = 20'000;
 
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -563,7 +567,8 @@ void WorkerWrap::SyncWait(Napi::Env env, Batch* batch, uint64_t seen) {
   waiting_for_ = batch;
   waiting_done_ = false;
   core_->SetJsPolling(true);
-  const int64_t until = ucx::NowNs() + sync_wait_us_ * 1000;
+  const int64_t start = ucx::NowNs();
+  const int64_t until = start + sync_wait_us_ * 1000;
   while (!waiting_done_) {
     const uint64_t now_count = core_->completion_count();
     if (now_count != seen) {
@@ -571,8 +576,15 @@ void WorkerWrap::SyncWait(Napi::Env env, Batch* batch, uint64_t seen) {
       Drain(env);
       continue;
     }
-    if (ucx::NowNs() >= until) break;
-    CpuRelax();
+    const int64_t now = ucx::NowNs();
+    if (now >= until) break;
+    // Pause-spin briefly, then yield: on a 2-core host the progress thread (or the peer) may be
+    // queued on this very core, and a pure spin would hold it off for the whole window.
+    if (now - start < kSyncPureSpinNs) {
+      CpuRelax();
+    } else {
+      sched_yield();
+    }
   }
   core_->SetJsPolling(false);
   waiting_for_ = nullptr;
