@@ -253,6 +253,10 @@ class EndpointWrap : public Napi::ObjectWrap<EndpointWrap> {
   Napi::Value Submit(const Napi::CallbackInfo& info);
   Napi::Value SubmitArena(const Napi::CallbackInfo& info);
   const RkeyInfo& RemoteRange(const Napi::Object& o, uint32_t i, uint64_t len, uint64_t* remote);
+  // submit/submitArena/direct's first two arguments: 'get' | 'put' and an array of ops.
+  static ucx::OpKind KindAndOps(const Napi::CallbackInfo& info, Napi::Array* ops);
+  // Hands a parsed batch to the worker (deadline, promise); the promise settles with its statuses.
+  Napi::Value Launch(Napi::Env env, std::unique_ptr<Batch> batch, std::unique_ptr<JsBaton> baton, uint64_t bytes);
   Napi::Value Direct(const Napi::CallbackInfo& info);
   Napi::Value RkeyMapped(const Napi::CallbackInfo& info);
   struct ParsedOp {
@@ -681,6 +685,23 @@ Napi::Value EndpointWrap::UnpackRkey(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), id);
 }
 
+ucx::OpKind EndpointWrap::KindAndOps(const Napi::CallbackInfo& info, Napi::Array* ops) {
+  const std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (kind != "get" && kind != "put") Fail(Code::BadRequest, "kind must be get or put");
+  if (!info[1].IsArray()) Fail(Code::BadRequest, "ops must be an array");
+  *ops = info[1].As<Napi::Array>();
+  return kind == "get" ? ucx::OpKind::Get : ucx::OpKind::Put;
+}
+
+Napi::Value EndpointWrap::Launch(Napi::Env env, std::unique_ptr<Batch> batch, std::unique_ptr<JsBaton> baton,
+                                 uint64_t bytes) {
+  batch->deadline_ns = ucx::NowNs() + ep_->op_timeout_ns;
+  Napi::Promise promise = baton->deferred.Promise();
+  batch->js = baton.release();
+  worker_->Track(env, batch.release(), bytes);
+  return promise;
+}
+
 // ---- staged transfers: arena blocks UCX cannot reach (device memory without UCX CUDA support) --
 
 namespace {
@@ -813,10 +834,8 @@ struct Staging {
 Napi::Value EndpointWrap::SubmitArena(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen();
-  std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-  if (kind != "get" && kind != "put") Fail(Code::BadRequest, "kind must be get or put");
-  if (!info[1].IsArray()) Fail(Code::BadRequest, "ops must be an array");
-  Napi::Array ops = info[1].As<Napi::Array>();
+  Napi::Array ops;
+  const ucx::OpKind kind = KindAndOps(info, &ops);
   const uint32_t n = ops.Length();
   if (n == 0) Fail(Code::BadRequest, "ops must not be empty");
   const bool cuda_direct = (core_->context()->memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) != 0;
@@ -824,7 +843,7 @@ Napi::Value EndpointWrap::SubmitArena(const Napi::CallbackInfo& info) {
   auto batch = std::make_unique<Batch>();
   auto baton = std::make_unique<JsBaton>(env);
   auto staging = std::make_shared<Staging>();
-  batch->kind = kind == "get" ? ucx::OpKind::Get : ucx::OpKind::Put;
+  batch->kind = kind;
   batch->ep = ep_;
   batch->ops.reserve(n);
   uint64_t bytes = 0;
@@ -893,11 +912,7 @@ Napi::Value EndpointWrap::SubmitArena(const Napi::CallbackInfo& info) {
     // Nothing staged: still hold the arenas' memory until UCX lets go of it.
     batch->after_done = [staging](std::vector<ucx::OpStatus>&) {};
   }
-  batch->deadline_ns = ucx::NowNs() + ep_->op_timeout_ns;
-  Napi::Promise promise = baton->deferred.Promise();
-  batch->js = baton.release();
-  worker_->Track(env, batch.release(), bytes);
-  return promise;
+  return Launch(env, std::move(batch), std::move(baton), bytes);
 }
 
 // submit(kind: 'get'|'put', ops: {remoteAddress, rkey, local, localOffset?, length}[])
@@ -905,15 +920,13 @@ Napi::Value EndpointWrap::SubmitArena(const Napi::CallbackInfo& info) {
 Napi::Value EndpointWrap::Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen();
-  std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-  if (kind != "get" && kind != "put") Fail(Code::BadRequest, "kind must be get or put");
-  if (!info[1].IsArray()) Fail(Code::BadRequest, "ops must be an array");
-  Napi::Array ops = info[1].As<Napi::Array>();
+  Napi::Array ops;
+  const ucx::OpKind kind = KindAndOps(info, &ops);
   const uint32_t n = ops.Length();
   if (n == 0) Fail(Code::BadRequest, "ops must not be empty");
   auto batch = std::make_unique<Batch>();
   auto baton = std::make_unique<JsBaton>(env);
-  batch->kind = kind == "get" ? ucx::OpKind::Get : ucx::OpKind::Put;
+  batch->kind = kind;
   batch->ep = ep_;
   batch->ops.reserve(n);
   baton->keep.reserve(n);
@@ -924,11 +937,7 @@ Napi::Value EndpointWrap::Submit(const Napi::CallbackInfo& info) {
     batch->ops.push_back(ucx::OpDesc{op.remote, op.rkey->rkey, op.data, op.length});
     baton->keep.push_back(Napi::Persistent(op.local.As<Napi::Object>()));
   }
-  batch->deadline_ns = ucx::NowNs() + ep_->op_timeout_ns;
-  Napi::Promise promise = baton->deferred.Promise();
-  batch->js = baton.release();
-  worker_->Track(env, batch.release(), bytes);
-  return promise;
+  return Launch(env, std::move(batch), std::move(baton), bytes);
 }
 
 // One op of submit()/direct(), validated: a typed local range inside its buffer, a known rkey, and
@@ -983,12 +992,10 @@ Napi::Value EndpointWrap::RkeyMapped(const Napi::CallbackInfo& info) {
 Napi::Value EndpointWrap::Direct(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen();
-  std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-  if (kind != "get" && kind != "put") Fail(Code::BadRequest, "kind must be get or put");
-  if (!info[1].IsArray()) Fail(Code::BadRequest, "ops must be an array");
+  Napi::Array ops;
+  const ucx::OpKind kind = KindAndOps(info, &ops);
   const bool checksum = info[2].ToBoolean();
   if (ep_->dead.load()) Fail(Code::PeerUnreachable, "endpoint failed: peer unreachable");
-  Napi::Array ops = info[1].As<Napi::Array>();
   const uint32_t n = ops.Length();
   auto descs = std::make_shared<std::vector<DirectOp>>();
   descs->reserve(n);
@@ -1002,7 +1009,7 @@ Napi::Value EndpointWrap::Direct(const Napi::CallbackInfo& info) {
     descs->push_back(DirectOp{op.data, op.rkey->mapped + (op.remote - op.rkey->base), static_cast<size_t>(op.length)});
     keep.push_back(op.local);
   }
-  const bool get = kind == "get";
+  const bool get = kind == ucx::OpKind::Get;
   auto crcs = std::make_shared<std::vector<uint32_t>>(checksum ? n : 0);
   std::shared_ptr<ucx::EpCore> ep = ep_;
   ep->direct_inflight.fetch_add(1);
