@@ -254,7 +254,7 @@ class EndpointWrap : public Napi::ObjectWrap<EndpointWrap> {
   Napi::Value SubmitArena(const Napi::CallbackInfo& info);
   const RkeyInfo& RemoteRange(const Napi::Object& o, uint32_t i, uint64_t len, uint64_t* remote);
   // submit/submitArena/direct's first two arguments: 'get' | 'put' and an array of ops.
-  static ucx::OpKind KindAndOps(const Napi::CallbackInfo& info, Napi::Array* ops);
+  static ucx::OpKind KindAndOps(const Napi::CallbackInfo& info, Napi::Array* ops, bool allow_empty);
   // Hands a parsed batch to the worker (deadline, promise); the promise settles with its statuses.
   Napi::Value Launch(Napi::Env env, std::unique_ptr<Batch> batch, std::unique_ptr<JsBaton> baton, uint64_t bytes);
   Napi::Value Direct(const Napi::CallbackInfo& info);
@@ -685,11 +685,12 @@ Napi::Value EndpointWrap::UnpackRkey(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), id);
 }
 
-ucx::OpKind EndpointWrap::KindAndOps(const Napi::CallbackInfo& info, Napi::Array* ops) {
+ucx::OpKind EndpointWrap::KindAndOps(const Napi::CallbackInfo& info, Napi::Array* ops, bool allow_empty) {
   const std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
   if (kind != "get" && kind != "put") Fail(Code::BadRequest, "kind must be get or put");
   if (!info[1].IsArray()) Fail(Code::BadRequest, "ops must be an array");
   *ops = info[1].As<Napi::Array>();
+  if (!allow_empty && ops->Length() == 0) Fail(Code::BadRequest, "ops must not be empty");
   return kind == "get" ? ucx::OpKind::Get : ucx::OpKind::Put;
 }
 
@@ -835,9 +836,8 @@ Napi::Value EndpointWrap::SubmitArena(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen();
   Napi::Array ops;
-  const ucx::OpKind kind = KindAndOps(info, &ops);
+  const ucx::OpKind kind = KindAndOps(info, &ops, false);
   const uint32_t n = ops.Length();
-  if (n == 0) Fail(Code::BadRequest, "ops must not be empty");
   const bool cuda_direct = (core_->context()->memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) != 0;
   const bool stage_host = StageHostArenas();
   auto batch = std::make_unique<Batch>();
@@ -904,14 +904,12 @@ Napi::Value EndpointWrap::SubmitArena(const Napi::CallbackInfo& info) {
     if (batch->kind == ucx::OpKind::Put) {
       batch->before_start = [staging] { staging->ToBounce(); };
     }
-    batch->after_done = [staging, get = batch->kind == ucx::OpKind::Get](std::vector<ucx::OpStatus>& st) {
-      if (get) staging->FromBounce(st);
-    };
+    if (batch->kind == ucx::OpKind::Get) {
+      batch->after_done = [staging](std::vector<ucx::OpStatus>& st) { staging->FromBounce(st); };
+    }
     worker_->CountStaged(staging->ops.size(), staged_bytes);
-  } else {
-    // Nothing staged: still hold the arenas' memory until UCX lets go of it.
-    batch->after_done = [staging](std::vector<ucx::OpStatus>&) {};
   }
+  batch->hold = staging;  // the arenas' memory (and bounce buffer) until UCX lets go of it
   return Launch(env, std::move(batch), std::move(baton), bytes);
 }
 
@@ -921,9 +919,8 @@ Napi::Value EndpointWrap::Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen();
   Napi::Array ops;
-  const ucx::OpKind kind = KindAndOps(info, &ops);
+  const ucx::OpKind kind = KindAndOps(info, &ops, false);
   const uint32_t n = ops.Length();
-  if (n == 0) Fail(Code::BadRequest, "ops must not be empty");
   auto batch = std::make_unique<Batch>();
   auto baton = std::make_unique<JsBaton>(env);
   batch->kind = kind;
@@ -993,7 +990,7 @@ Napi::Value EndpointWrap::Direct(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen();
   Napi::Array ops;
-  const ucx::OpKind kind = KindAndOps(info, &ops);
+  const ucx::OpKind kind = KindAndOps(info, &ops, true);
   const bool checksum = info[2].ToBoolean();
   if (ep_->dead.load()) Fail(Code::PeerUnreachable, "endpoint failed: peer unreachable");
   const uint32_t n = ops.Length();

@@ -79,6 +79,8 @@ struct Batch {
   // never writes device memory the caller was told failed). A throw fails the ops it concerns.
   std::function<void()> before_start;
   std::function<void(std::vector<OpStatus>&)> after_done;
+  // Whatever must outlive every UCX request of the batch (arena regions): freed with the batch.
+  std::shared_ptr<void> hold;
 };
 
 class WorkerCore;
@@ -154,8 +156,8 @@ class WorkerCore {
   std::vector<Completion> TakeCompletions();
   bool HasCompletions();
   uint64_t completion_count() const { return completion_count_.load(std::memory_order_acquire); }
-  // While set, finished batches are queued without waking the JS thread's loop (it is polling).
-  // Clearing it returns whether completions are queued (the caller must drain them itself).
+  // While set, finished batches are queued without waking the JS thread's loop (it is polling);
+  // after clearing it the caller must drain what was queued meanwhile (HasCompletions).
   void SetJsPolling(bool on) { js_polling_.store(on); }
   void BeginClose(std::function<void()> on_closed);  // on_closed runs on the progress thread
   void Join();
